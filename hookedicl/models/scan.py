@@ -1,0 +1,102 @@
+"""Selective scan (Mamba's S6 recurrence), three implementations of one function.
+
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_t        h_{-1} = 0,  h_t: (d_inner, d_state)
+    y_t = h_t C_t + D ⊙ u_t
+
+Shapes: u, Δ `(batch, L, d_inner)`; A `(d_inner, d_state)`; B, C `(batch, L, d_state)`;
+D `(d_inner,)`. `selective_scan` returns y `(batch, L, d_inner)`; `ssm_states` returns the states h
+`(batch, L, d_inner, d_state)`.
+
+* `sequential`: the definition, one step per position (the reference; HF's slow path).
+* `parallel` (default on CPU): a work-efficient odd/even parallel scan. It combines neighbouring
+  pairs (a₁a₀, a₁b₀ + b₁), recurses on the half-length sequence, then fills the even positions:
+  O(L) work in log₂L levels of whole-tensor ops, no Python loop over positions, and only products
+  of decays ≤ 1 (no exp of differences), so it is as accurate as the sequential loop.
+* `cuda`: `mamba_ssm.selective_scan_fn` (fused kernel; optional `hookedicl[cuda]` extra); it
+  cannot return h, so the mixer uses `parallel` when `hook_ssm_state` is hooked.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+ScanMethod = Literal["parallel", "sequential", "cuda"]
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Solve h_t = a_t ⊙ h_{t-1} + b_t (h_{-1} = 0) along dim 1 for tensors `(batch, L, ...)`."""
+    n = a.shape[1]
+    if n == 1:
+        return b
+    if n % 2:
+        h = linear_scan(a[:, :-1], b[:, :-1])
+        return torch.cat([h, a[:, -1:] * h[:, -1:] + b[:, -1:]], dim=1)
+    a0, a1 = a[:, 0::2], a[:, 1::2]
+    b0, b1 = b[:, 0::2], b[:, 1::2]
+    h_odd = linear_scan(a1 * a0, a1 * b0 + b1)  # states at positions 1, 3, 5, ...
+    h_even = torch.cat([b0[:, :1], a0[:, 1:] * h_odd[:, :-1] + b0[:, 1:]], dim=1)
+    return torch.stack([h_even, h_odd], dim=2).flatten(1, 2)
+
+
+def _discretize(u, dt, A, B):
+    decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, L, d, n)
+    drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, L, d, n)
+    return decay, drive
+
+
+def ssm_states(
+    u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, method: ScanMethod = "parallel"
+) -> torch.Tensor:
+    """All states h `(batch, L, d_inner, d_state)` by the `parallel` or `sequential` method."""
+    decay, drive = _discretize(u, dt, A, B)
+    if method == "parallel":
+        return linear_scan(decay, drive)
+    if method == "sequential":
+        h_t = torch.zeros_like(drive[:, 0])
+        states = []
+        for t in range(u.shape[1]):
+            h_t = decay[:, t] * h_t + drive[:, t]
+            states.append(h_t)
+        return torch.stack(states, dim=1)
+    raise ValueError(f"unknown scan method {method!r} for states; valid: parallel, sequential")
+
+
+def selective_scan(
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    *,
+    method: ScanMethod = "parallel",
+) -> torch.Tensor:
+    """Run the selective scan; returns y `(batch, L, d_inner)`."""
+    if method == "cuda":
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        y = selective_scan_fn(
+            u.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A.contiguous(),
+            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), D.float(),
+            z=None, delta_bias=None, delta_softplus=False,
+        )
+        return y.transpose(1, 2)
+    return y_from_state(ssm_states(u, dt, A, B, method=method), C, u, D)
+
+
+def y_from_state(h: torch.Tensor, C: torch.Tensor, u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """y_t = h_t C_t + D ⊙ u_t for states `(batch, L, d_inner, d_state)`."""
+    return torch.einsum("bldn,bln->bld", h, C) + u * D
+
+
+def cuda_scan_available(x: torch.Tensor) -> bool:
+    """True when `x` is on CUDA and `mamba_ssm`'s kernels import."""
+    if not x.is_cuda:
+        return False
+    try:
+        import mamba_ssm.ops.selective_scan_interface  # noqa: F401
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,174 @@
+"""Typed architecture specs: a model is a `ModelSpec`, i.e. a list of `BlockSpec`s.
+
+Presets (`hookedicl.models.presets`) are functions returning a `ModelSpec`; there are no
+per-architecture classes. A spec round-trips through JSON/YAML (`to_dict` / `from_dict`), so a
+checkpoint carries its exact architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttentionSpec(_Spec):
+    """Causal multi-head self-attention (softmax; or linear, i.e. no softmax, as in von Oswald et al.)."""
+
+    kind: Literal["attention"] = "attention"
+    n_heads: PositiveInt = 8
+    rope: bool = False
+    rope_theta: PositiveFloat = 10000.0
+    bias: bool = True
+    softmax: bool = True
+
+
+class MLPSpec(_Spec):
+    """Two-layer MLP. `act="gelu_tanh"` is HF GPT-2's `gelu_new`."""
+
+    kind: Literal["mlp"] = "mlp"
+    d_mlp: PositiveInt | None = None  # default 4 * d_model
+    act: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu_tanh"
+    bias: bool = True
+
+
+class SwiGLUSpec(_Spec):
+    """LLaMA MLP: down(silu(gate(x)) * up(x))."""
+
+    kind: Literal["swiglu"] = "swiglu"
+    d_mlp: PositiveInt | None = None  # default 4 * d_model
+    bias: bool = False
+
+
+class MambaSpec(_Spec):
+    """Mamba (S6) mixer, HF `MambaMixer` numerics."""
+
+    kind: Literal["mamba"] = "mamba"
+    d_state: PositiveInt = 16
+    expand: PositiveInt = 4
+    d_conv: PositiveInt = 4
+    dt_rank: PositiveInt | Literal["auto"] = "auto"  # auto = ceil(d_model / 16)
+    bias: bool = False
+    conv_bias: bool = True
+    dt_min: PositiveFloat = 0.001
+    dt_max: PositiveFloat = 0.1
+    dt_init_floor: PositiveFloat = 1e-4
+
+
+class NoneSpec(_Spec):
+    """An empty slot (e.g. Mamba blocks have no ffn)."""
+
+    kind: Literal["none"] = "none"
+
+
+MixerSpec = Annotated[Union[AttentionSpec, MambaSpec], Field(discriminator="kind")]
+FFNSpec = Annotated[Union[MLPSpec, SwiGLUSpec, MambaSpec, NoneSpec], Field(discriminator="kind")]
+
+
+class BlockSpec(_Spec):
+    """One block: two pre-norm residual slots, `x += mixer(norm1(x)); x += ffn(norm2(x))`."""
+
+    mixer: MixerSpec
+    ffn: FFNSpec = NoneSpec()
+
+
+class ModelSpec(_Spec):
+    """A whole model: read-in over the interleaved (x, y) sequence, blocks, final norm, read-out.
+
+    Token layout (`layout`):
+      * ``"garg"`` (default): x token = ``[x, 0?]`` padded to `n_dims`, y token = ``[y, 0, ..., 0]``
+        (y in coordinate 0), read-in ``Linear(n_dims -> d_model)``.
+      * ``"akyurek"``: one extra coordinate; x token = ``[0, x]``, y token = ``[y, 0_d]``,
+        read-in ``Linear(n_dims + y_dim -> d_model)``.
+    """
+
+    n_dims: PositiveInt = 20
+    y_dim: PositiveInt = 1
+    d_model: PositiveInt = 256
+    n_ctx: PositiveInt = 256  # max tokens (= 2 * n_points) for learned positions
+    pos_embed: Literal["learned", "none"] = "learned"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: PositiveFloat = 1e-5
+    layout: Literal["garg", "akyurek"] = "garg"
+    init_std: PositiveFloat = 0.02
+    blocks: list[BlockSpec] = Field(min_length=1)
+    name: str = "custom"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSpec":
+        for i, b in enumerate(self.blocks):
+            for slot in ("mixer", "ffn"):
+                s = getattr(b, slot)
+                if isinstance(s, AttentionSpec):
+                    if self.d_model % s.n_heads:
+                        raise ValueError(
+                            f"blocks[{i}].{slot}.n_heads={s.n_heads} must divide d_model={self.d_model}"
+                        )
+                    if s.rope and (self.d_model // s.n_heads) % 2:
+                        raise ValueError(
+                            f"blocks[{i}].{slot}: RoPE needs an even d_head, got {self.d_model // s.n_heads}"
+                        )
+        if self.layout == "garg" and self.y_dim > self.n_dims:
+            raise ValueError(
+                f"layout='garg' puts y in the first y_dim coordinates of an x-sized token: "
+                f"y_dim={self.y_dim} > n_dims={self.n_dims}; use layout='akyurek'"
+            )
+        return self
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def d_in(self) -> int:
+        """Width of one token fed to the read-in."""
+        return self.n_dims + (self.y_dim if self.layout == "akyurek" else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        return cls.model_validate(d)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "ModelSpec":
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+    def summary(self) -> str:
+        """One line per run of identical blocks, e.g. ``"11 x [attention(rope) | swiglu]"``."""
+
+        def slot(s: Any) -> str:
+            if isinstance(s, AttentionSpec):
+                extra = [x for x, on in (("rope", s.rope), ("linear", not s.softmax)) if on]
+                return "attention" + (f"({','.join(extra)})" if extra else "")
+            return s.kind
+
+        lines: list[str] = []
+        prev, count = None, 0
+        for b in self.blocks:
+            cur = f"[{slot(b.mixer)} | {slot(b.ffn)}]"
+            if cur == prev:
+                count += 1
+            else:
+                if prev is not None:
+                    lines.append(f"{count} x {prev}")
+                prev, count = cur, 1
+        lines.append(f"{count} x {prev}")
+        return " + ".join(lines)
+
+
+def mamba_dt_rank(spec: MambaSpec, d_model: int) -> int:
+    return math.ceil(d_model / 16) if spec.dt_rank == "auto" else int(spec.dt_rank)
