@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import convert
+from .convert import from_hf, from_state_dict
 from .model import Block, HookedICLModel
 from .presets import CAMPBELL_ZOO, describe, list_architectures, preset
 from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, NoneSpec, SwiGLUSpec
 
 __all__ = [
     "AttentionSpec", "Block", "BlockSpec", "CAMPBELL_ZOO", "HookedICLModel", "MLPSpec", "MambaSpec",
-    "ModelSpec", "NoneSpec", "SwiGLUSpec", "build_model", "describe", "list_architectures", "preset",
+    "ModelSpec", "NoneSpec", "SwiGLUSpec", "build_model", "convert", "describe", "from_hf", "from_state_dict",
+    "list_architectures", "preset",
 ]
 
 
