@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..io import atomic_open
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-
-def _file_mode() -> int:
-    """Permission bits of a newly created file under the current umask (mkstemp uses 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def save_figure(
@@ -44,15 +38,7 @@ def save_figure(
     for fmt in formats:
         fmt = fmt.lstrip(".").lower()
         target = base.with_name(f"{base.name}.{fmt}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight")
-            os.chmod(tmp, _file_mode())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(target, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight")
         written.append(target)
     return written

@@ -1,0 +1,108 @@
+"""Checkpoints: model weights as safetensors, optimiser/scheduler/RNG state as a tensors-only
+torch file (loaded with `weights_only=True`), and `checkpoints/index.json` with sha256 sums.
+
+Files of one checkpoint are written atomically and the index entry is appended last, so a crash
+at any moment leaves the previous checkpoints intact; a corrupted file is detected by its checksum
+and `latest()` falls back to the newest good checkpoint (and says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write_bytes, atomic_write_json, save_safetensors, sha256_file
+
+INDEX = "index.json"
+
+
+def _index(directory: Path) -> list[dict[str, Any]]:
+    p = directory / INDEX
+    return json.loads(p.read_text()) if p.exists() else []
+
+
+def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int | None = None) -> None:
+    """Write checkpoint `step` (model weights + training `state`) and prune to the newest `keep`."""
+    d = Path(directory)
+    stem = f"step_{step:07d}"
+    spec_json = json.dumps(model.spec.to_dict()) if hasattr(model, "spec") else "{}"
+    sha_model = save_safetensors(d / f"{stem}.safetensors", model.state_dict(), metadata={"step": str(step), "spec": spec_json})
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(d / f"{stem}.state.pt", buf.getvalue())
+    entry = {
+        "step": step,
+        "model": f"{stem}.safetensors",
+        "state": f"{stem}.state.pt",
+        "sha256_model": sha_model,
+        "sha256_state": hashlib.sha256(buf.getvalue()).hexdigest(),
+    }
+    index = [e for e in _index(d) if e["step"] != step] + [entry]
+    index.sort(key=lambda e: e["step"])
+    if keep is not None and len(index) > keep:
+        for old in index[:-keep]:
+            (d / old["model"]).unlink(missing_ok=True)
+            (d / old["state"]).unlink(missing_ok=True)
+        index = index[-keep:]
+    atomic_write_json(d / INDEX, index)
+
+
+def list_checkpoints(directory: str | Path) -> list[int]:
+    return [e["step"] for e in _index(Path(directory))]
+
+
+def _verify(d: Path, e: dict[str, Any]) -> str | None:
+    for key in ("model", "state"):
+        p = d / e[key]
+        if not p.exists():
+            return f"{p} is missing"
+        if sha256_file(p) != e[f"sha256_{key}"]:
+            return f"{p} is corrupted (sha256 mismatch)"
+    return None
+
+
+def latest_good(directory: str | Path, at_most: int | None = None) -> dict[str, Any] | None:
+    """Newest checkpoint entry whose files verify (warning about any skipped), or None."""
+    d = Path(directory)
+    for e in reversed(_index(d)):
+        if at_most is not None and e["step"] > at_most:
+            continue
+        problem = _verify(d, e)
+        if problem is None:
+            return e
+        warnings.warn(f"skipping checkpoint at step {e['step']}: {problem}; falling back to an earlier one", stacklevel=2)
+    return None
+
+
+def load_weights(directory: str | Path, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
+    """(state_dict, spec dict, step) of checkpoint `step` (default: the newest good one)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if step is None:
+        e = latest_good(d)
+        if e is None:
+            raise ValueError(f"no usable checkpoint in {d}")
+    else:
+        matches = [e for e in _index(d) if e["step"] == step]
+        if not matches:
+            raise ValueError(f"no checkpoint at step {step} in {d}; available: {list_checkpoints(d)}")
+        e = matches[0]
+        problem = _verify(d, e)
+        if problem:
+            raise ValueError(problem)
+    path = d / e["model"]
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    return load_file(str(path)), json.loads(meta.get("spec", "{}")), e["step"]
+
+
+def load_state(directory: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
+    return torch.load(Path(directory) / entry["state"], weights_only=True)

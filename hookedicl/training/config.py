@@ -1,0 +1,182 @@
+"""Typed training configuration (pydantic; YAML through `yaml.safe_load`).
+
+Everything a run needs is here: model, task, curriculum, optimiser, steps, seeds, logging,
+checkpoints, activation capture and evaluation. `TrainConfig.load(path)` validates the whole
+config, including that the task and the model can be built and that every capture pattern names a
+hook of the model, before any file is written.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+from ..tasks import Curriculum
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Config):
+    """A preset plus size overrides. `n_dims` and `y_dim` come from the task."""
+
+    arch: str = "gpt2"
+    d_model: PositiveInt = 256
+    n_layers: PositiveInt = 12
+    n_heads: PositiveInt = 8
+    d_mlp: PositiveInt | None = None
+    d_state: PositiveInt = 16
+    expand: PositiveInt = 4
+    d_conv: PositiveInt = 4
+    n_ctx: PositiveInt | None = None  # default: 2 * n_points (enough for the final curriculum length)
+    layout: Literal["garg", "akyurek"] = "garg"
+    init_std: PositiveFloat = 0.02
+
+    def spec(self, n_dims: int, y_dim: int, n_points: int):
+        from ..models import preset
+
+        return preset(
+            self.arch, n_dims=n_dims, y_dim=y_dim, d_model=self.d_model, n_layers=self.n_layers,
+            n_heads=self.n_heads, d_mlp=self.d_mlp, d_state=self.d_state, expand=self.expand,
+            d_conv=self.d_conv, n_ctx=self.n_ctx or 2 * n_points, layout=self.layout, init_std=self.init_std,
+        )
+
+
+class TaskConfig(_Config):
+    name: str = "linear_regression"
+    n_dims: PositiveInt = 20
+    n_points: PositiveInt = 41  # prompt length once the curriculum is done (or throughout without one)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # task-specific, e.g. {"noise_std": 0.5}
+    ood: Any = None
+
+    def build(self):
+        from ..tasks import make_task
+
+        return make_task(self.name, self.n_dims, **({"ood": self.ood} if self.ood is not None else {}), **self.kwargs)
+
+
+class OptimConfig(_Config):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: PositiveFloat = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: NonNegativeFloat = 0.0
+    warmup_steps: NonNegativeInt = 0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: PositiveFloat | None = None
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """Multiplier of `lr` at `step` (0-based): linear warmup, then the schedule."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        frac = (step - self.warmup_steps) / max(1, total - self.warmup_steps)
+        shape = 0.5 * (1 + math.cos(math.pi * frac)) if self.schedule == "cosine" else 1 - frac
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * shape
+
+
+class LogConfig(_Config):
+    every: PositiveInt = 100
+    baselines: list[str] = Field(default_factory=lambda: ["least_squares"])  # losses on the training batch
+    progress: bool = True
+
+
+class CheckpointConfig(_Config):
+    every: PositiveInt = 1000
+    keep: PositiveInt | None = None  # keep the newest N (None: all)
+
+
+class CaptureConfig(_Config):
+    """Activations recorded during training (from the training forward itself)."""
+
+    hooks: list[str] = Field(default_factory=list)  # hook names or fnmatch patterns, e.g. "blocks.*.hook_resid_post"
+    every: PositiveInt = 500
+    n_prompts: PositiveInt = 64  # first N prompts of the batch
+    positions: Literal["all", "x", "y"] | list[NonNegativeInt] = "all"  # token positions kept
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class EvalConfig(_Config):
+    n_prompts: PositiveInt = 1280
+    batch_size: PositiveInt = 256
+    baselines: list[str] = Field(default_factory=lambda: ["least_squares", "ridge", "gd", "averaging"])
+    baseline_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    score_baseline: str = "least_squares"
+    seed: int = 1234
+
+
+class TrainConfig(_Config):
+    name: str = "run"
+    seed: int = 0
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 64
+    threads: PositiveInt | None = None  # torch intra-op threads; None: hookedicl.training.threads.auto_threads
+    device: str = "cpu"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    curriculum: Curriculum | None = None
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.curriculum is not None:
+            dims, points = self.curriculum.final
+            if dims > self.task.n_dims:
+                raise ValueError(f"curriculum.dims.end={dims} exceeds task.n_dims={self.task.n_dims}")
+            if points != self.task.n_points:
+                raise ValueError(
+                    f"curriculum.points.end={points} must equal task.n_points={self.task.n_points}"
+                )
+        if self.capture.hooks and self.capture.n_prompts > self.batch_size:
+            raise ValueError(f"capture.n_prompts={self.capture.n_prompts} exceeds batch_size={self.batch_size}")
+        try:
+            task = self.task.build()
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"task: {e}") from e
+        try:
+            spec = self.model.spec(task.n_dims, task.y_dim, self.task.n_points)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"model: {e}") from e
+        if self.capture.hooks:
+            from ..models import HookedICLModel
+            from .recorder import resolve_hooks
+
+            resolve_hooks(HookedICLModel(spec).hook_dict, self.capture.hooks)
+        return self
+
+    # --------------------------------------------------------------- io
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file not found: {p}")
+        return cls.from_yaml(p.read_text())
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "TrainConfig":
+        data = yaml.safe_load(text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a YAML mapping, got {type(data).__name__}")
+        return cls.model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def build_task(self):
+        return self.task.build()
+
+    def build_spec(self):
+        task = self.build_task()
+        return self.model.spec(task.n_dims, task.y_dim, self.task.n_points)

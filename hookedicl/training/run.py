@@ -1,0 +1,173 @@
+"""A run directory and the `Run` object that reads it.
+
+    runs/<name>/
+      config.yaml       resolved, validated config
+      checkpoints/      step_0000500.safetensors + .state.pt, index.json (sha256)
+      activations/      step_0000000.safetensors ..., index.json
+      metrics.jsonl     one JSON object per log step
+      eval/             summary.json, curves.csv
+      analysis/         analysis tables and figures
+      report/           index.html + figures
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write_text
+from .checkpoints import latest_good, list_checkpoints, load_weights
+from .config import TrainConfig
+from .recorder import ActivationStore
+
+
+class RunLockedError(RuntimeError):
+    pass
+
+
+class Run:
+    """Read access to a run directory (config, checkpoints, metrics, activations, eval)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "config.yaml").is_file():
+            raise ValueError(f"{self.path} is not a run directory (no config.yaml)")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # ------------------------------------------------------------ contents
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.load(self.path / "config.yaml")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def checkpoints(self) -> list[int]:
+        return list_checkpoints(self.checkpoint_dir)
+
+    @property
+    def activations(self) -> ActivationStore:
+        return ActivationStore(self.path / "activations")
+
+    def load_model(self, step: int | None = None, device: str | torch.device = "cpu"):
+        """The model at checkpoint `step` (default: newest good checkpoint), in eval mode."""
+        from ..models import HookedICLModel, ModelSpec
+
+        state, spec, _ = load_weights(self.checkpoint_dir, step)
+        model = HookedICLModel(ModelSpec.from_dict(spec))
+        model.load_state_dict(state)
+        return model.to(device).eval()
+
+    def task(self):
+        return self.config.build_task()
+
+    def metrics(self):
+        """metrics.jsonl as a pandas DataFrame (a torn last line from a crash is ignored)."""
+        import pandas as pd
+
+        return pd.DataFrame(read_metrics(self.path / "metrics.jsonl"))
+
+    def eval_summary(self) -> dict[str, Any]:
+        p = self.path / "eval" / "summary.json"
+        if not p.exists():
+            raise ValueError(f"{self.path} has not been evaluated yet (run `hookedicl eval {self.path}`)")
+        return json.loads(p.read_text())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # torn final line after a crash
+    return rows
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl; each line is flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        rows = [r for r in read_metrics(self.path) if r["step"] <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Exclusive lock on a run directory (`.lock` holding the pid); a stale lock is taken over."""
+    lock = path / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RunLockedError(f"{path} is being written by process {pid} (lock file {lock})") from None
+            lock.unlink(missing_ok=True)
+    else:  # pragma: no cover
+        raise RunLockedError(f"could not lock {path}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """Check the output location before training; returns the checkpoint entry to resume from.
+
+    Raises ValueError when the directory holds another run (without `resume`), when a resumed
+    config differs from the stored one (other than `steps`), or when the location is unwritable.
+    Writes nothing on failure.
+    """
+    stored = path / "config.yaml"
+    if stored.exists():
+        if not resume:
+            raise ValueError(f"{path} already holds a run; pass resume=True (--resume) or choose another output")
+        old = TrainConfig.load(stored).model_dump(exclude={"steps"})
+        new = cfg.model_dump(exclude={"steps"})
+        if old != new:
+            diff = sorted(k for k in new if old.get(k) != new.get(k))
+            raise ValueError(f"cannot resume {path}: config differs from the stored one in {diff}")
+        return latest_good(path / "checkpoints")
+    if path.exists() and any(p.name != ".lock" for p in path.iterdir()):
+        raise ValueError(f"{path} exists, is not empty and holds no run; choose another output")
+    parent = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"output location {parent} is not writable")
+    return None

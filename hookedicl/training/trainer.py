@@ -1,0 +1,137 @@
+"""The training loop: plain PyTorch, readable in one screen (`train` below).
+
+Per step: sample a prompt batch (curriculum), forward (with activation capture on capture steps),
+MSE loss, backward, clip, optimiser and LR-schedule step. Every `log.every` steps one line goes
+to metrics.jsonl (loss, chosen baseline losses on the same batch, lr, steps/s); every
+`checkpoint.every` steps a checkpoint with optimiser, scheduler and RNG state, so `resume=True`
+continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models import HookedICLModel
+from .checkpoints import load_state, load_weights, save_checkpoint
+from .config import TrainConfig
+from .recorder import ActivationRecorder, resolve_hooks
+from .run import MetricsLog, Run, prepare_run_dir, run_lock
+from .threads import auto_threads
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when the loss becomes NaN/inf; the last good checkpoint is kept."""
+
+
+def icl_loss(preds: torch.Tensor, ys: torch.Tensor, positions: str = "all") -> torch.Tensor:
+    """Mean squared error over all positions (or only the last: vector MQAR)."""
+    if positions == "last":
+        preds, ys = preds[:, -1], ys[:, -1]
+    return (preds - ys).pow(2).mean()
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def train(config: TrainConfig | str | Path, out_dir: str | Path | None = None, *, resume: bool = False) -> Run:
+    """Train a model as configured; returns the `Run` (run directory) it wrote.
+
+    `out_dir` defaults to `runs/<config.name>`. With `resume=True` an existing run continues from
+    its newest good checkpoint (the config must match, except `steps`, which may be raised).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
+    entry = prepare_run_dir(out, cfg, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        _train(cfg, out, entry)
+    return Run(out)
+
+
+def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
+    from .. import baselines as B
+    from ..io import atomic_write_text
+
+    torch.set_num_threads(cfg.threads or auto_threads(cfg.model.d_model))
+    device = torch.device(cfg.device)
+    task, spec = cfg.build_task(), cfg.build_spec()
+    torch.manual_seed(cfg.seed)
+    model = HookedICLModel(spec).to(device)
+    opt = _optimizer(cfg, model)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cfg.optim.lr_factor(s, cfg.steps))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # prompts; independent of the init seed
+    metrics = MetricsLog(out / "metrics.jsonl")
+    recorder = ActivationRecorder(
+        out / "activations", resolve_hooks(model.hook_dict, cfg.capture.hooks) if cfg.capture.hooks else [],
+        every=cfg.capture.every, n_prompts=cfg.capture.n_prompts, positions=cfg.capture.positions,
+        dtype=cfg.capture.dtype,
+    )
+    start = 0
+    if entry is not None:  # resume
+        weights, _, start = load_weights(out / "checkpoints", entry["step"])
+        model.load_state_dict(weights)
+        state = load_state(out / "checkpoints", entry)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["rng_data"])
+        torch.set_rng_state(state["rng_torch"])
+        metrics.truncate_after(start)
+        recorder.truncate_after(start)
+    else:
+        atomic_write_text(out / "config.yaml", cfg.to_yaml())
+        metrics.truncate_after(-1)
+    log_baselines = {n: B.get(n) for n in cfg.log.baselines} if task.y_dim == 1 else {}
+    last = cfg.steps - 1
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.log.progress, desc=cfg.name, dynamic_ncols=True)
+    loss_sum, n_sum, t0, step0 = torch.zeros((), device=device), 0, time.perf_counter(), start
+    for step in range(start, cfg.steps):
+        n_dims, n_points = cfg.curriculum.at(step) if cfg.curriculum else (task.n_dims, cfg.task.n_points)
+        batch = task.sample(cfg.batch_size, n_points, generator=gen, n_dims_active=n_dims).to(device)
+        capture = recorder.capture(model, batch, step) if recorder.due(step, last) else contextlib.nullcontext()
+        with capture:
+            preds = model(batch.xs, batch.ys)
+        loss = icl_loss(preds, batch.ys, task.loss_positions)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {step}; the newest good checkpoint is kept, "
+                f"resume after changing the config (e.g. lower optim.lr or set optim.grad_clip)"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach()
+        n_sum += 1
+        done = step + 1
+        if done % cfg.log.every == 0 or step == last:
+            elapsed = time.perf_counter() - t0
+            row = {
+                "step": done, "loss": loss_sum.item() / n_sum, "lr": sched.get_last_lr()[0],
+                "n_points": n_points, "n_dims": n_dims, "steps_per_s": (done - step0) / elapsed,
+            }
+            with torch.no_grad():
+                for name, b in log_baselines.items():
+                    row[f"baseline/{name}"] = icl_loss(b.predict(batch.xs, batch.ys), batch.ys).item()
+            metrics.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.1f}")
+            loss_sum.zero_()
+            n_sum, t0, step0 = 0, time.perf_counter(), done
+        if done % cfg.checkpoint.every == 0 or step == last:
+            state = {
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng_data": gen.get_state(), "rng_torch": torch.get_rng_state(), "step": done,
+            }
+            save_checkpoint(out / "checkpoints", done, model, state, keep=cfg.checkpoint.keep)
+        bar.update(1)
+    bar.close()
