@@ -97,7 +97,7 @@ class CaptureConfig(_Config):
 
     hooks: list[str] = Field(default_factory=list)  # hook names or fnmatch patterns, e.g. "blocks.*.hook_resid_post"
     every: PositiveInt = 500
-    n_prompts: PositiveInt = 64  # first N prompts of the batch
+    n_prompts: PositiveInt | None = None  # first N prompts of the batch (None: all of it)
     positions: Literal["all", "x", "y"] | list[NonNegativeInt] = "all"  # token positions kept
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
@@ -137,7 +137,7 @@ class TrainConfig(_Config):
                 raise ValueError(
                     f"curriculum.points.end={points} must equal task.n_points={self.task.n_points}"
                 )
-        if self.capture.hooks and self.capture.n_prompts > self.batch_size:
+        if self.capture.hooks and self.capture.n_prompts and self.capture.n_prompts > self.batch_size:
             raise ValueError(f"capture.n_prompts={self.capture.n_prompts} exceeds batch_size={self.batch_size}")
         try:
             task = self.task.build()

@@ -68,7 +68,7 @@ class ActivationRecorder:
         hooks: list[str],
         *,
         every: int,
-        n_prompts: int,
+        n_prompts: int | None,
         positions: str | list[int] = "all",
         dtype: str = "float32",
     ) -> None:

@@ -33,8 +33,8 @@ class RunLockedError(RuntimeError):
 class Run:
     """Read access to a run directory (config, checkpoints, metrics, activations, eval)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: "str | Path | Run") -> None:
+        self.path = Path(path.path if isinstance(path, Run) else path)
         if not (self.path / "config.yaml").is_file():
             raise ValueError(f"{self.path} is not a run directory (no config.yaml)")
 

@@ -10,6 +10,7 @@ continues exactly where a killed run stopped.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
     log_baselines = {n: B.get(n) for n in cfg.log.baselines} if task.y_dim == 1 else {}
     last = cfg.steps - 1
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.log.progress, desc=cfg.name, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps, initial=start, disable=not cfg.log.progress, desc=cfg.name, dynamic_ncols=True,
+        mininterval=0.2 if sys.stderr.isatty() else 10.0,
+    )
     loss_sum, n_sum, t0, step0 = torch.zeros((), device=device), 0, time.perf_counter(), start
     for step in range(start, cfg.steps):
         n_dims, n_points = cfg.curriculum.at(step) if cfg.curriculum else (task.n_dims, cfg.task.n_points)

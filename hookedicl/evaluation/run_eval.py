@@ -1,0 +1,52 @@
+"""Evaluate a run directory: the trained model against its config's baselines on the same
+prompts; writes `RUN/eval/summary.json` (contract: `icl_score`, `normalized_errors`, ...) and
+`RUN/eval/curves.csv` (tidy per-position errors with CIs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_json, atomic_write_text
+from .evaluate import EvalResult, evaluate
+
+
+def evaluate_run(
+    run: Any,
+    *,
+    step: int | None = None,
+    n_prompts: int | None = None,
+    baselines: list[str] | None = None,
+    write: bool = True,
+) -> tuple[EvalResult, dict[str, Any]]:
+    """Evaluate `run` (a `Run` or its path) at checkpoint `step` (default newest).
+
+    Returns the `EvalResult` and the summary dict (also written to `RUN/eval/` when `write`).
+    """
+    from .. import baselines as B
+    from ..training import Run
+
+    run = run if isinstance(run, Run) else Run(run)
+    cfg = run.config
+    ev = cfg.eval
+    task = run.task()
+    model = run.load_model(step)
+    names = baselines if baselines is not None else ev.baselines
+    if ev.score_baseline not in names:
+        names = [ev.score_baseline, *names]
+    predictors: dict[str, Any] = {"model": model}
+    if task.y_dim == 1:
+        predictors |= {n: B.get(n, **ev.baseline_kwargs.get(n, {})) for n in names}
+    result = evaluate(
+        predictors, task, n_prompts=n_prompts or ev.n_prompts, n_points=cfg.task.n_points,
+        batch_size=ev.batch_size, seed=ev.seed,
+    )
+    summary = result.to_json_dict(model="model", baseline=ev.score_baseline if task.y_dim == 1 else "model")
+    summary["step"] = step if step is not None else run.checkpoints[-1]
+    summary["n_dims"] = task.n_dims
+    summary["baseline_kwargs"] = {n: ev.baseline_kwargs.get(n, {}) for n in names}
+    if write:
+        out = Path(run.path) / "eval"
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "curves.csv", result.curves().to_csv(index=False))
+    return result, summary
