@@ -31,18 +31,23 @@ def documented_hooks(model: hi.HookedICLModel) -> dict[str, tuple]:
     b, n, d = 2, 4, s.d_model
     t = 2 * n
     exp: dict[str, tuple] = {"hook_embed": (b, t, d), "hook_readout": (b, t, s.y_dim)}
-    exp |= {"ln_final.hook_scale": (b, t, 1), "ln_final.hook_normalized": (b, t, d)}
+    ln = s.norm != "none"
+    if ln:
+        exp |= {"ln_final.hook_scale": (b, t, 1), "ln_final.hook_normalized": (b, t, d)}
     if s.pos_embed == "learned":
         exp["hook_pos_embed"] = (b, t, d)
     for l, blk in enumerate(s.blocks):
         p = f"blocks.{l}."
         exp |= {p + "hook_resid_pre": (b, t, d), p + "hook_resid_post": (b, t, d)}
-        exp |= {p + "ln1.hook_scale": (b, t, 1), p + "ln1.hook_normalized": (b, t, d)}
+        if ln:
+            exp |= {p + "ln1.hook_scale": (b, t, 1), p + "ln1.hook_normalized": (b, t, d)}
         for slot, comp in (("mixer", blk.mixer), ("ffn", blk.ffn)):
             if comp.kind == "none":
                 continue
             if slot == "ffn":
-                exp |= {p + "hook_resid_mid": (b, t, d), p + "ln2.hook_scale": (b, t, 1), p + "ln2.hook_normalized": (b, t, d)}
+                exp[p + "hook_resid_mid"] = (b, t, d)
+                if ln:
+                    exp |= {p + "ln2.hook_scale": (b, t, 1), p + "ln2.hook_normalized": (b, t, d)}
             if comp.kind == "attention":
                 h, dh = comp.n_heads, d // comp.n_heads
                 for k in ("q", "k", "v", "z"):
@@ -216,6 +221,10 @@ def test_vector_targets_and_akyurek_layout():
     m = hi.build_model("llama", **SMALL, layout="akyurek")
     assert m.read_in.in_features == 6
     assert m(*data()).shape == (3, 6)
+    m = hi.build_model("gpt2", **SMALL, layout="paired")
+    tokens = m.interleave(*data(1, 2))
+    xs, ys = data(1, 2)
+    assert torch.equal(tokens[0, 1, :5], xs[0, 0]) and tokens[0, 1, 5] == ys[0, 0] and tokens[0, 0, 5] == 0
 
 
 @pytest.mark.parametrize(

@@ -163,12 +163,15 @@ class HookedICLModel(HookedRootModule):
         s = self.spec
         b, n, d = xs.shape
         ys3 = ys.reshape(b, n, s.y_dim)
-        if s.layout == "garg":
+        if s.layout == "garg":  # x -> x, y -> [y, 0]
             y_tok = torch.cat([ys3, xs.new_zeros(b, n, d - s.y_dim)], dim=-1)
             x_tok = xs
-        else:  # akyurek: x -> [0_y, x], y -> [y, 0_d]
+        elif s.layout == "akyurek":  # x -> [0_y, x], y -> [y, 0_d]
             x_tok = torch.cat([xs.new_zeros(b, n, s.y_dim), xs], dim=-1)
             y_tok = torch.cat([ys3, xs.new_zeros(b, n, d)], dim=-1)
+        else:  # paired: x -> [x, 0_y], y -> [x, y]
+            x_tok = torch.cat([xs, xs.new_zeros(b, n, s.y_dim)], dim=-1)
+            y_tok = torch.cat([xs, ys3], dim=-1)
         return torch.stack([x_tok, y_tok], dim=2).reshape(b, 2 * n, s.d_in)
 
     # --------------------------------------------------------------- forward

@@ -50,4 +50,6 @@ def make_norm(kind: str, d_model: int, eps: float) -> nn.Module:
         return LayerNorm(d_model, eps)
     if kind == "rmsnorm":
         return RMSNorm(d_model, eps)
-    raise ValueError(f"unknown norm {kind!r}; valid: layernorm, rmsnorm")
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; valid: layernorm, rmsnorm, none")

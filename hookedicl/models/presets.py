@@ -1,7 +1,8 @@
 """Architecture presets: data, not classes.
 
 The 12 architectures of Campbell et al. 2024 (Table 3), Park et al.'s MambaFormer (= Campbell's
-2.3 "LLaMA RoPE,SwiGLU-less") and Park et al.'s standard hybrid. Every preset is one row of
+2.3 "LLaMA RoPE,SwiGLU-less"), Park et al.'s standard hybrid, and von Oswald et al.'s linear
+self-attention model (`linear_attention`; use n_layers=1 for the one-step-GD setting). Every preset is one row of
 `_TABLE`; `preset(name, **sizes)` turns it into a `ModelSpec` at the paper's standard size
 (12 layers, d_model 256, 8 heads; Mamba d_state 16, expand 4, d_conv 4) unless overridden.
 
@@ -20,13 +21,15 @@ from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, NoneS
 @dataclass(frozen=True)
 class _Row:
     title: str
-    norm: Literal["layernorm", "rmsnorm"]
+    norm: Literal["layernorm", "rmsnorm", "none"]
     pos: Literal["learned", "rope", "none"]
     mixer: Literal["attention", "mamba"]
     ffn: Literal["mlp", "swiglu", "mamba", "none"]
     lead_mamba: bool = False
     attn_bias: bool = True
     norm_eps: float = 1e-5
+    softmax: bool = True
+    layout: Literal["garg", "akyurek", "paired"] = "garg"
 
 
 _TABLE: dict[str, _Row] = {
@@ -55,9 +58,13 @@ _TABLE: dict[str, _Row] = {
         "Standard hybrid (Park et al.): attention and Mamba interleaved", "layernorm", "learned",
         "attention", "mamba",
     ),
+    "linear_attention": _Row(
+        "Linear self-attention (von Oswald et al.): no softmax, no norm, no MLP, (x, y) tokens",
+        "none", "none", "attention", "none", attn_bias=False, softmax=False, layout="paired",
+    ),
 }
 
-CAMPBELL_ZOO: tuple[str, ...] = tuple(k for k in _TABLE if k != "standard_hybrid")
+CAMPBELL_ZOO: tuple[str, ...] = tuple(k for k in _TABLE if k not in ("standard_hybrid", "linear_attention"))
 
 
 def list_architectures() -> list[str]:
@@ -97,7 +104,7 @@ def preset(
     if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < 1:
         raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
     mamba = MambaSpec(d_state=d_state, expand=expand, d_conv=d_conv)
-    attn = AttentionSpec(n_heads=n_heads, rope=r.pos == "rope", bias=r.attn_bias)
+    attn = AttentionSpec(n_heads=n_heads, rope=r.pos == "rope", bias=r.attn_bias, softmax=r.softmax)
     mixer = attn if r.mixer == "attention" else mamba
     ffn = {
         "mlp": lambda: MLPSpec(d_mlp=d_mlp),
@@ -115,6 +122,7 @@ def preset(
         norm=r.norm,
         norm_eps=r.norm_eps,
         pos_embed="learned" if r.pos == "learned" else "none",
+        layout=r.layout,
         blocks=blocks,
     )
     fields.update(model_fields)

@@ -85,6 +85,11 @@ class ModelSpec(_Spec):
         (y in coordinate 0), read-in ``Linear(n_dims -> d_model)``.
       * ``"akyurek"``: one extra coordinate; x token = ``[0, x]``, y token = ``[y, 0_d]``,
         read-in ``Linear(n_dims + y_dim -> d_model)``.
+      * ``"paired"``: x token = ``[x, 0]``, y token = ``[x, y]`` (von Oswald et al.'s
+        (x, y) tokens): a single linear self-attention layer can then compute one GD step.
+
+    `norm="none"` drops the norms (identity; no ln hooks), as in von Oswald et al.'s
+    linear self-attention models.
     """
 
     n_dims: PositiveInt = 20
@@ -92,9 +97,9 @@ class ModelSpec(_Spec):
     d_model: PositiveInt = 256
     n_ctx: PositiveInt = 256  # max tokens (= 2 * n_points) for learned positions
     pos_embed: Literal["learned", "none"] = "learned"
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
     norm_eps: PositiveFloat = 1e-5
-    layout: Literal["garg", "akyurek"] = "garg"
+    layout: Literal["garg", "akyurek", "paired"] = "garg"
     init_std: PositiveFloat = 0.02
     blocks: list[BlockSpec] = Field(min_length=1)
     name: str = "custom"
@@ -127,7 +132,7 @@ class ModelSpec(_Spec):
     @property
     def d_in(self) -> int:
         """Width of one token fed to the read-in."""
-        return self.n_dims + (self.y_dim if self.layout == "akyurek" else 0)
+        return self.n_dims + (0 if self.layout == "garg" else self.y_dim)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
