@@ -11,7 +11,10 @@ D `(d_inner,)`. `selective_scan` returns y `(batch, L, d_inner)`; `ssm_states` r
 * `parallel` (default on CPU): a work-efficient odd/even parallel scan. It combines neighbouring
   pairs (a₁a₀, a₁b₀ + b₁), recurses on the half-length sequence, then fills the even positions:
   O(L) work in log₂L levels of whole-tensor ops, no Python loop over positions, and only products
-  of decays ≤ 1 (no exp of differences), so it is as accurate as the sequential loop.
+  of decays ≤ 1 (no exp of differences), so it is as accurate as the sequential loop. Its backward
+  is written by hand (`SelectiveStates`): the adjoint g_t = ∂L/∂h_t + a_{t+1} g_{t+1} is the same
+  scan run in reverse, and the decays and inputs are recomputed from (u, Δ, A, B) instead of being
+  stored, so training keeps one (batch, L, d_inner, d_state) tensor per layer, not a dozen.
 * `cuda`: `mamba_ssm.selective_scan_fn` (fused kernel; optional `hookedicl[cuda]` extra); it
   cannot return h, so the mixer uses `parallel` when `hook_ssm_state` is hooked.
 """
@@ -40,6 +43,35 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.stack([h_even, h_odd], dim=2).flatten(1, 2)
 
 
+class SelectiveStates(torch.autograd.Function):
+    """h = linear_scan(exp(Δ ⊗ A), (Δ u) ⊗ B) with a reverse-scan backward (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            h = linear_scan(*_discretize(u, dt, A, B))
+        ctx.save_for_backward(u, dt, A, B, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):
+        u, dt, A, B, h = ctx.saved_tensors
+        decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, L, d, n)
+        # adjoint: g_t = grad_h_t + a_{t+1} g_{t+1}, a reverse linear scan
+        a_next = torch.cat([decay[:, 1:], torch.zeros_like(decay[:, :1])], dim=1)
+        g = linear_scan(a_next.flip(1), grad_h.flip(1)).flip(1)
+        del a_next
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        g_logdecay = g * h_prev * decay  # ∂L/∂(Δ A) elementwise
+        del h_prev, decay
+        g_dt = (g_logdecay * A).sum(-1)
+        g_A = torch.einsum("bldn,bld->dn", g_logdecay, dt)
+        del g_logdecay
+        g_B_drive = torch.einsum("bldn,bld->bln", g, dt * u)  # ∂L/∂B
+        g_dtu = (g * B.unsqueeze(2)).sum(-1)  # ∂L/∂(Δ u)
+        return g_dtu * dt, g_dt + g_dtu * u, g_A, g_B_drive
+
+
 def _discretize(u, dt, A, B):
     decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, L, d, n)
     drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, L, d, n)
@@ -50,9 +82,9 @@ def ssm_states(
     u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, method: ScanMethod = "parallel"
 ) -> torch.Tensor:
     """All states h `(batch, L, d_inner, d_state)` by the `parallel` or `sequential` method."""
-    decay, drive = _discretize(u, dt, A, B)
     if method == "parallel":
-        return linear_scan(decay, drive)
+        return SelectiveStates.apply(u, dt, A, B)
+    decay, drive = _discretize(u, dt, A, B)
     if method == "sequential":
         h_t = torch.zeros_like(drive[:, 0])
         states = []
@@ -88,7 +120,7 @@ def selective_scan(
 
 def y_from_state(h: torch.Tensor, C: torch.Tensor, u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """y_t = h_t C_t + D ⊙ u_t for states `(batch, L, d_inner, d_state)`."""
-    return torch.einsum("bldn,bln->bld", h, C) + u * D
+    return (h * C.unsqueeze(2)).sum(-1) + u * D
 
 
 def cuda_scan_available(x: torch.Tensor) -> bool:
