@@ -100,13 +100,123 @@ def mean_ci(values: np.ndarray | torch.Tensor, ci: float = 0.95, n_bootstrap: in
 
 @contextlib.contextmanager
 def hook_guard(model: Any) -> Iterator[None]:
-    """Run an analysis body; whatever happens, the model has no temporary hooks afterwards and
-    its train/eval mode is restored."""
+    """Run an analysis body; whatever happens, every hook it attached is removed afterwards (hooks
+    the caller had attached before stay) and the model's train/eval mode is restored."""
     was_training = model.training if hasattr(model, "training") else None
+    points = list(getattr(model, "hook_dict", {}).values())
+    before = [(set(hp._forward_hooks), set(hp._backward_hooks)) for hp in points]
     try:
         yield
     finally:
-        if hasattr(model, "reset_hooks"):
-            model.reset_hooks(including_permanent=False)
+        for hp, (fwd, bwd) in zip(points, before):
+            _remove_new_hooks(hp, fwd, bwd)
         if was_training is not None:
             model.train(was_training)
+
+
+def _remove_new_hooks(hp: Any, fwd: set[int], bwd: set[int]) -> None:
+    """Remove the hooks of HookPoint `hp` whose torch handle ids are not in `fwd` / `bwd`."""
+    for attr, keep in (("fwd_hooks", fwd), ("bwd_hooks", bwd)):
+        handles = getattr(hp, attr, [])
+        for h in [h for h in handles if h.hook.id not in keep]:
+            h.hook.remove()
+            handles.remove(h)
+    for registry, keep in ((hp._forward_hooks, fwd), (hp._backward_hooks, bwd)):
+        for key in [k for k in registry if k not in keep]:
+            del registry[key]
+
+
+def nan_mean_ci(values: np.ndarray | torch.Tensor, ci: float = 0.95, n_bootstrap: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`mean_ci` that ignores NaN examples per entry: values `(n_examples, *rest)` -> three arrays
+    of shape `rest`; an entry that is NaN for every example gets NaN mean and CI."""
+    v = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, dtype=float)
+    nan = np.isnan(v)
+    if not nan.any():
+        return mean_ci(v, ci, n_bootstrap, seed)
+    flat, bad = v.reshape(v.shape[0], -1), nan.reshape(v.shape[0], -1)
+    out = np.full((3, flat.shape[1]), np.nan)
+    for j in range(flat.shape[1]):
+        keep = ~bad[:, j]
+        if keep.any():
+            out[:, j] = [float(a) for a in mean_ci(flat[keep, j], ci, n_bootstrap, seed)]
+    m, lo, hi = (o.reshape(v.shape[1:]) for o in out)
+    return m, lo, hi
+
+
+# ---------------------------------------------------------------- hook sites (probe, ablate, patch)
+RESID = "resid"
+"""Shorthand accepted wherever a list of hooks is: every residual-stream layer (`resid_hook`)."""
+
+_HEAD_AT_2 = ("hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_z")
+_HEAD_AT_1 = ("hook_attn_scores", "hook_pattern")
+
+
+def hook_pos_dim(name: str) -> int:
+    """Dimension of hook `name` that indexes token positions (the query axis for patterns)."""
+    return 2 if name.endswith(_HEAD_AT_1) else 1
+
+
+def hook_head_dim(name: str) -> int | None:
+    """Dimension of hook `name` that indexes attention heads, or None if it has none."""
+    if name.endswith(_HEAD_AT_2):
+        return 2
+    if name.endswith(_HEAD_AT_1):
+        return 1
+    return None
+
+
+def hook_layer(name: str) -> int:
+    """The `layer` reported for hook `name`: the residual layer for `blocks.{l}.hook_resid_pre`
+    (l) and `blocks.{l}.hook_resid_post` (l + 1); otherwise the block index l of `blocks.{l}.*`;
+    0 for `hook_embed` / `hook_pos_embed`; -1 for any other name (e.g. `hook_readout`)."""
+    parts = name.split(".")
+    if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():
+        l = int(parts[1])
+        return l + 1 if name.endswith("hook_resid_post") else l
+    return 0 if name in ("hook_embed", "hook_pos_embed") else -1
+
+
+def resolve_sites(model: Any, hooks: str | list[str] | tuple[str, ...], layers: list[int] | None = None) -> list[tuple[str, int]]:
+    """Expand hook specs into `(hook name, layer)` pairs, in the order given.
+
+    Each spec is `"resid"` (the residual layers `layers`, default all), a full hook name
+    (e.g. `"blocks.0.attn.hook_z"`, taken as given), or a block-relative name such as
+    `"attn.hook_z"`, `"hook_attn_out"` or `"mixer.hook_ssm_state"`, which expands to every block
+    that has it (restricted to blocks whose index is in `layers` when given). `layers` are validated as
+    residual layers (0..n_blocks). Raises ValueError naming an unknown hook or a bad layer.
+    """
+    specs = [hooks] if isinstance(hooks, str) else list(hooks)
+    if not specs:
+        raise ValueError("hooks is empty; name at least one hook (or 'resid')")
+    chosen = check_layers(model, layers)
+    out: list[tuple[str, int]] = []
+    for spec in specs:
+        if not isinstance(spec, str):
+            raise ValueError(f"hook specs must be strings, got {spec!r}")
+        if spec == RESID:
+            found = [(resid_hook(l), l) for l in chosen]
+        elif spec in model.hook_dict:
+            found = [(spec, hook_layer(spec))]
+        else:
+            found = [
+                (f"blocks.{l}.{spec}", l) for l in range(len(model.blocks))
+                if f"blocks.{l}.{spec}" in model.hook_dict and (layers is None or l in chosen)
+            ]
+            if not found:
+                any_block = any(f"blocks.{l}.{spec}" in model.hook_dict for l in range(len(model.blocks)))
+                if any_block:
+                    raise ValueError(f"hook {spec!r} exists in no block among layers {layers}")
+                check_hooks(model, [spec])
+        out += [s for s in found if s not in out]
+    return out
+
+
+def run_prompts(run: Any, n_prompts: int, seed: int) -> Any:
+    """`n_prompts` prompts (a `TaskBatch`) from a run's task at its final prompt length and active
+    dimension (the curriculum's end point), seeded."""
+    if not isinstance(n_prompts, int) or isinstance(n_prompts, bool) or n_prompts < 2:
+        raise ValueError(f"n_prompts must be an int >= 2, got {n_prompts!r}")
+    cfg = run.config
+    active = cfg.curriculum.final[0] if cfg.curriculum is not None else None
+    g = torch.Generator().manual_seed(int(seed))
+    return run.task().sample(batch_size=n_prompts, n_points=cfg.task.n_points, generator=g, n_dims_active=active)

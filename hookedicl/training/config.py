@@ -148,10 +148,14 @@ class TrainConfig(_Config):
         except (ValueError, TypeError) as e:
             raise ValueError(f"model: {e}") from e
         if self.capture.hooks:
+            import torch
+
             from ..models import HookedICLModel
             from .recorder import resolve_hooks
 
-            resolve_hooks(HookedICLModel(spec).hook_dict, self.capture.hooks)
+            # hook names only: build on the meta device, without touching the global RNG
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                resolve_hooks(HookedICLModel(spec).hook_dict, self.capture.hooks)
         return self
 
     # --------------------------------------------------------------- io

@@ -1,0 +1,676 @@
+"""Probing (Akyürek et al. 2023): what can be decoded, linearly or by a small MLP, from a hook's
+activations after the model has seen k in-context examples?
+
+Positions. Token-level hooks are `[batch, 2*n_points, ...]` over the interleaved sequence
+`x_0, y_0, x_1, y_1, ...` (0-based): token `2i` is the query `x_i`, token `2i + 1` is `y_i`. At
+token `p` the model has seen `k(p) = (p + 1) // 2` complete examples: `k = i` at `x_i` (where it
+predicts `y_i` from examples `0..i-1`), `k = i + 1` at `y_i`. Every row reports `pos` (the token
+index), `token` (`"x"` / `"y"`) and `k`. The default positions are the x tokens: "after seeing i
+examples, at the query x_i".
+
+Targets. A target maps the prompts to `(batch, t)` (one value per prompt, e.g. the task's `w`)
+or to one value per prefix length, `(batch, n_points + 1, t)` with row `k` computed from the first
+`k` examples (row 0 from none) — the convention of the baselines' `.weights` — or
+`(batch, n_points, t)` (rows `0..n_points-1`; then the last y token has no row). Built in:
+`"w"` (task parameter `w`), `"xty"` (Xᵀy over the first k points, a sum), `"ols"` (min-norm least
+squares ŵ), `"ridge"` (ridge ŵ, λ = 1; `ridge(alpha)` for another λ), `"gd"` (one GD step, lr 1;
+`gd(steps, lr)`), any `LinearPredictor` baseline (its `.weights`), or any callable
+`target(batch) -> tensor` (`batch`: a `TaskBatch` with `.xs`, `.ys`, `.params`).
+
+Probes. `LinearProbe` (scikit-learn `RidgeCV` on standardised features, λ by efficient
+leave-one-out) and `MLPProbe` (one hidden ReLU layer, trained full-batch with AdamW in torch, many
+probes at once). Both are fitted on a seeded split of the prompts (`test_frac` held out; the same
+split for every hook, layer and position) and scored on the held-out prompts: `mean` is the
+held-out R² (`metric = "r2"`), pooled over the target's coordinates (1 − ΣSSE / ΣSST, SST around
+the held-out mean; NaN when the target does not vary, e.g. Xᵀy at k = 0), with a percentile
+bootstrap CI over held-out prompts; `mse` is the held-out mean squared error per coordinate.
+
+Controls (`controls=`): `"shuffle"` (targets permuted across prompts: R² ≈ 0 expected) and
+`"untrained"` (the same architecture at a fresh, seeded initialisation, probed on the same
+prompts). Rows carry `control` = `"none"`, `"shuffle"` or `"untrained"`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..baselines import GradientDescent, LeastSquares, LinearPredictor, Ridge
+from ..evaluation.bootstrap import bootstrap_means
+from ..tasks import TaskBatch
+from .common import (
+    RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites, run_prompts,
+)
+
+__all__ = [
+    "LinearProbe", "MLPProbe", "Target", "analyze_run", "as_target", "baseline_target", "gd", "ols", "plot_probe", "probe",
+    "probe_activations", "probe_over_training", "ridge", "task_param", "xty",
+]
+
+CONTROLS = ("shuffle", "untrained")
+COLUMNS = [
+    "hook", "layer", "pos", "token", "k", "target", "probe", "control", "metric", "mean", "ci_low", "ci_high",
+    "mse", "n_train", "n_test",
+]
+
+
+# ------------------------------------------------------------------------------------ targets
+@dataclass(frozen=True)
+class Target:
+    """A named probing target; `fn(batch)` returns `(b, t)`, `(b, n_points + 1, t)` or
+    `(b, n_points, t)` (see the module docstring)."""
+
+    name: str
+    fn: Callable[[TaskBatch], torch.Tensor]
+
+
+def task_param(key: str = "w") -> Target:
+    """The task parameter `batch.params[key]`, flattened to `(b, t)` (same for every k)."""
+
+    def fn(batch: TaskBatch) -> torch.Tensor:
+        if key not in batch.params:
+            raise ValueError(f"target {key!r} needs params[{key!r}]; the prompts' params have {sorted(batch.params)}")
+        p = batch.params[key]
+        return p.reshape(p.shape[0], -1).to(torch.float64)
+
+    return Target(key, fn)
+
+
+def xty() -> Target:
+    """Xᵀy over the first k points (a sum, not a mean): `(b, n_points + 1, n_dims * y_dim)`."""
+
+    def fn(batch: TaskBatch) -> torch.Tensor:
+        x = batch.xs.to(torch.float64)
+        y = batch.ys.to(torch.float64).reshape(*x.shape[:2], -1)
+        xy = torch.einsum("bnd,bny->bndy", x, y).reshape(*x.shape[:2], -1)
+        return torch.cat([xy.new_zeros(xy.shape[0], 1, xy.shape[2]), xy.cumsum(1)], dim=1)
+
+    return Target("xty", fn)
+
+
+def baseline_target(predictor: LinearPredictor, name: str | None = None) -> Target:
+    """The implicit weight ŵ of a linear baseline fitted on the first k points, k = 0..n_points
+    (`.weights` on the prompts padded with one dummy point, so row n_points uses all of them)."""
+    if not isinstance(predictor, LinearPredictor):
+        raise ValueError(f"baseline_target needs a LinearPredictor (with .weights), got {type(predictor).__name__}")
+
+    def fn(batch: TaskBatch) -> torch.Tensor:
+        xs, ys = batch.xs, batch.ys
+        xs_pad = torch.cat([xs, xs.new_zeros(xs.shape[0], 1, xs.shape[2])], dim=1)
+        ys_pad = torch.cat([ys, ys.new_zeros(ys.shape[0], 1, *ys.shape[2:])], dim=1)
+        return predictor.weights(xs_pad, ys_pad).to(torch.float64)
+
+    return Target(name or repr(predictor), fn)
+
+
+def ols() -> Target:
+    """Min-norm least squares ŵ on the first k points."""
+    return baseline_target(LeastSquares(), "ols")
+
+
+def ridge(alpha: float = 1.0) -> Target:
+    """Ridge ŵ = (XᵀX + αI)⁻¹Xᵀy on the first k points."""
+    return baseline_target(Ridge(alpha=alpha), "ridge" if alpha == 1.0 else f"ridge(alpha={alpha:g})")
+
+
+def gd(steps: int = 1, lr: float = 1.0) -> Target:
+    """ŵ after `steps` steps of full-batch GD from 0 (see `hookedicl.baselines.GradientDescent`)."""
+    default = steps == 1 and lr == 1.0
+    return baseline_target(GradientDescent(steps=steps, lr=lr), "gd" if default else f"gd(steps={steps}, lr={lr:g})")
+
+
+_BUILTIN: dict[str, Callable[[], Target]] = {"w": task_param, "xty": xty, "ols": ols, "ridge": ridge, "gd": gd}
+
+
+def as_target(spec: Any) -> Target:
+    """A `Target` from a built-in name, a `Target`, a `LinearPredictor`, or a callable."""
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, str):
+        if spec not in _BUILTIN:
+            raise ValueError(f"unknown target {spec!r}; built-in targets: {sorted(_BUILTIN)} (or pass a callable)")
+        return _BUILTIN[spec]()
+    if isinstance(spec, LinearPredictor):
+        return baseline_target(spec)
+    if callable(spec):
+        return Target(getattr(spec, "__name__", "target"), spec)
+    raise ValueError(f"a target must be a name, a Target, a LinearPredictor or a callable; got {spec!r}")
+
+
+def _target_table(target: Target, batch: TaskBatch) -> np.ndarray:
+    """`(b, K, t)` float64: K = 1 for a per-prompt target, else one row per prefix length."""
+    t = target.fn(batch)
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"target {target.name!r} must return a torch.Tensor, got {type(t).__name__}")
+    b, n = batch.xs.shape[:2]
+    if t.ndim not in (2, 3) or t.shape[0] != b:
+        raise ValueError(f"target {target.name!r} returned shape {tuple(t.shape)}; expected ({b}, t) or ({b}, {n} or {n + 1}, t)")
+    if t.ndim == 3 and t.shape[1] not in (n, n + 1):
+        raise ValueError(f"target {target.name!r} returned {t.shape[1]} rows per prompt; expected {n} or {n + 1} (k = 0..n)")
+    a = t.detach().to("cpu", torch.float64).numpy()
+    if not np.isfinite(a).all():
+        raise ValueError(f"target {target.name!r} contains NaN or inf")
+    return a[:, None, :] if a.ndim == 2 else a
+
+
+# ------------------------------------------------------------------------------------- probes
+def _standardise(X: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    mu = X.mean(axis=axis, keepdims=True)
+    sd = X.std(axis=axis, keepdims=True)
+    return mu, np.where(sd > 1e-8, sd, 1.0)
+
+
+class LinearProbe:
+    """Ridge regression (scikit-learn `RidgeCV`, λ from `alphas` by leave-one-out) on features
+    standardised with the training statistics. `fit(X, Y)` takes `(n, f)`, `(n, t)`, or a stack
+    of independent problems `(P, n, f)`, `(P, n, t)`; `predict` returns the matching rank."""
+
+    name = "linear"
+
+    def __init__(self, *, alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> None:
+        self.alphas = tuple(float(a) for a in alphas)
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ValueError(f"alphas must be positive numbers, got {alphas!r}")
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "LinearProbe":
+        from sklearn.linear_model import RidgeCV
+
+        X3, Y3 = _as3(X, Y)
+        self._mu, self._sd = _standardise(X3, axis=1)
+        Z = (X3 - self._mu) / self._sd
+        self._models = [RidgeCV(alphas=self.alphas).fit(Z[p], Y3[p]) for p in range(X3.shape[0])]
+        self._rank = np.ndim(X)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X3 = np.asarray(X, np.float64) if np.ndim(X) == 3 else np.asarray(X, np.float64)[None]
+        Z = (X3 - self._mu) / self._sd
+        out = np.stack([m.predict(Z[p]).reshape(Z.shape[1], -1) for p, m in enumerate(self._models)])
+        return out if np.ndim(X) == 3 else out[0]
+
+
+class MLPProbe:
+    """A one-hidden-layer ReLU MLP `(f -> hidden -> t)` on standardised features and targets,
+    trained full-batch with AdamW from a seeded init (output layer 0: the probe starts by
+    predicting the training mean), with early stopping: `val_frac` of the
+    training prompts (seeded) are held back and each probe keeps the parameters of its best
+    validation loss (checked every 10 steps, up to `steps`). Same `fit`/`predict` shapes as
+    `LinearProbe`; a stack `(P, n, f)` is trained as P independent probes at once."""
+
+    name = "mlp"
+
+    def __init__(
+        self, *, hidden: int = 64, steps: int = 300, lr: float = 1e-2, weight_decay: float = 1e-2,
+        val_frac: float = 0.2, seed: int = 0,
+    ) -> None:
+        for k, v in (("hidden", hidden), ("steps", steps)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"MLPProbe: {k} must be a positive int, got {v!r}")
+        if not lr > 0 or not weight_decay >= 0:
+            raise ValueError(f"MLPProbe: lr must be > 0 and weight_decay >= 0, got {lr!r}, {weight_decay!r}")
+        if not 0 <= val_frac < 1:
+            raise ValueError(f"MLPProbe: val_frac must be in [0, 1), got {val_frac!r}")
+        self.hidden, self.steps, self.lr, self.weight_decay = hidden, steps, lr, weight_decay
+        self.val_frac, self.seed = val_frac, seed
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "MLPProbe":
+        X3, Y3 = _as3(X, Y)
+        self._mu, self._sd = _standardise(X3, axis=1)
+        self._ymu, self._ysd = _standardise(Y3, axis=1)
+        x = torch.as_tensor((X3 - self._mu) / self._sd, dtype=torch.float32)
+        y = torch.as_tensor((Y3 - self._ymu) / self._ysd, dtype=torch.float32)
+        P, n, f = x.shape
+        n_val = int(round(self.val_frac * n)) if n >= 10 else 0
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        fit_idx, val_idx = perm[n_val:], perm[:n_val]
+        g = torch.Generator().manual_seed(self.seed)
+        w1 = (torch.randn(P, f, self.hidden, generator=g) * math.sqrt(2.0 / f)).requires_grad_()
+        b1 = torch.zeros(P, 1, self.hidden, requires_grad=True)
+        w2 = torch.zeros(P, self.hidden, y.shape[2], requires_grad=True)  # starts at the train mean
+        b2 = torch.zeros(P, 1, y.shape[2], requires_grad=True)
+        params = [w1, b1, w2, b2]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            out = torch.relu(x[:, idx] @ w1 + b1) @ w2 + b2
+            return ((out - y[:, idx]) ** 2).mean(dim=(1, 2))  # (P,)
+
+        best = [p.detach().clone() for p in params]
+        best_val = torch.full((P,), float("inf"))
+        with torch.enable_grad():
+            for step in range(self.steps + 1):
+                if n_val and step % 10 == 0:
+                    with torch.no_grad():
+                        val = loss(val_idx)
+                        better = val < best_val
+                        best_val = torch.where(better, val, best_val)
+                        for bp, p in zip(best, params):
+                            bp[better] = p[better]
+                if step == self.steps:
+                    break
+                opt.zero_grad()
+                loss(fit_idx).sum().backward()
+                opt.step()
+        self._params = best if n_val else [p.detach() for p in params]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X3 = np.asarray(X, np.float64) if np.ndim(X) == 3 else np.asarray(X, np.float64)[None]
+        w1, b1, w2, b2 = self._params
+        x = torch.as_tensor((X3 - self._mu) / self._sd, dtype=torch.float32)
+        with torch.no_grad():
+            out = (torch.relu(x @ w1 + b1) @ w2 + b2).double().numpy()
+        out = out * self._ysd + self._ymu
+        return out if np.ndim(X) == 3 else out[0]
+
+
+def _as3(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    if X.ndim == 2:
+        X, Y = X[None], (Y[None, :, None] if Y.ndim == 1 else Y[None])
+    if X.ndim != 3 or Y.ndim != 3 or X.shape[:2] != Y.shape[:2]:
+        raise ValueError(f"probe inputs must be X (n, f), Y (n, t) or stacks (P, n, f), (P, n, t); got {X.shape}, {Y.shape}")
+    return X, Y
+
+
+def _as_probe(spec: Any) -> LinearProbe | MLPProbe:
+    if isinstance(spec, (LinearProbe, MLPProbe)):
+        return spec
+    if spec == "linear":
+        return LinearProbe()
+    if spec == "mlp":
+        return MLPProbe()
+    raise ValueError(f"unknown probe {spec!r}; use 'linear', 'mlp', or a LinearProbe / MLPProbe instance")
+
+
+# ------------------------------------------------------------------------------ scoring core
+@dataclass(frozen=True)
+class _Setup:
+    train: np.ndarray
+    test: np.ndarray
+    ci: float
+    n_bootstrap: int
+    seed: int
+
+
+def _split(b: int, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(test_frac, (int, float)) or not 0 < test_frac < 1:
+        raise ValueError(f"test_frac must be in (0, 1), got {test_frac!r}")
+    n_test = max(2, int(round(test_frac * b)))
+    if b - n_test < 2:
+        raise ValueError(f"need at least 4 prompts to split into train and test (got batch {b}, test_frac {test_frac})")
+    perm = np.random.default_rng(seed).permutation(b)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _score(X: np.ndarray, Y: np.ndarray, probe: LinearProbe | MLPProbe, s: _Setup) -> dict[str, np.ndarray]:
+    """Fit on the train prompts and score on the test prompts; X (P, b, f), Y (P, b, t)."""
+    probe.fit(X[:, s.train], Y[:, s.train])
+    pred = probe.predict(X[:, s.test])
+    y = Y[:, s.test]
+    sse = ((pred - y) ** 2).sum(-1)                          # (P, m)
+    sst = ((y - y.mean(1, keepdims=True)) ** 2).sum(-1)      # (P, m)
+    sst_tot, sse_tot = sst.sum(1), sse.sum(1)
+    flat = (y**2).sum(axis=(1, 2))
+    const = sst_tot <= 1e-12 * np.maximum(flat, 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(const, np.nan, 1.0 - sse_tot / np.where(const, 1.0, sst_tot))
+        boot = bootstrap_means(np.stack([sse.T, sst.T], axis=-1), s.n_bootstrap, s.seed)  # (B, P, 2)
+        r2_boot = np.where(boot[..., 1] > 0, 1.0 - boot[..., 0] / boot[..., 1], np.nan)
+    alpha = (1.0 - s.ci) / 2.0
+    lo, hi = np.full(len(r2), np.nan), np.full(len(r2), np.nan)
+    for p in np.flatnonzero(~const):
+        v = r2_boot[:, p][np.isfinite(r2_boot[:, p])]
+        if v.size:
+            lo[p], hi[p] = np.quantile(v, [alpha, 1.0 - alpha])
+    return {"mean": r2, "ci_low": lo, "ci_high": hi, "mse": sse_tot / (y.shape[1] * y.shape[2])}
+
+
+def _select_positions(positions: Any, stored: list[int], n_points: int) -> list[int]:
+    """Token positions to probe, a subset of the stored ones."""
+    n_tok = 2 * n_points
+    if positions == "x":
+        out = [p for p in stored if p % 2 == 0]
+    elif positions == "y":
+        out = [p for p in stored if p % 2 == 1]
+    elif positions == "all":
+        out = list(stored)
+    elif positions == "last":
+        out = [2 * (n_points - 1)]
+    elif isinstance(positions, (list, tuple, range)):
+        out = list(positions)
+        bad = [p for p in out if not isinstance(p, (int, np.integer)) or not 0 <= p < n_tok]
+        if bad:
+            raise ValueError(f"position(s) {bad} out of range: the prompts have token positions 0..{n_tok - 1}")
+    else:
+        raise ValueError(f"positions must be 'x', 'y', 'all', 'last' or a list of token indices, got {positions!r}")
+    missing = [p for p in out if p not in stored]
+    if missing:
+        raise ValueError(f"position(s) {missing} were not captured (captured token positions: {stored})")
+    if not out:
+        raise ValueError(f"no token positions selected by positions={positions!r} among the captured ones {stored}")
+    return [int(p) for p in out]
+
+
+def _probe_core(
+    acts: Mapping[str, tuple[int, torch.Tensor, int]],
+    stored: list[int],
+    batch: TaskBatch,
+    targets: list[Target],
+    positions: list[int],
+    probes: list[LinearProbe | MLPProbe],
+    control: str,
+    s: _Setup,
+) -> list[dict[str, Any]]:
+    """Rows for every (hook, position, target, probe). `acts[name] = (layer, tensor, pos_dim)`."""
+    b, n = batch.xs.shape[:2]
+    tables = [_target_table(t, batch) for t in targets]
+    if control == "shuffle":
+        perm = np.random.default_rng(s.seed + 1).permutation(b)
+        tables = [tab[perm] for tab in tables]
+    ks = [(p + 1) // 2 for p in positions]
+    idx = [stored.index(p) for p in positions]
+    rows: list[dict[str, Any]] = []
+    for name, (layer, act, pos_dim) in acts.items():
+        a = act.detach().movedim(pos_dim, 1)
+        X = a[:, idx].reshape(b, len(idx), -1).to("cpu", torch.float64).numpy().transpose(1, 0, 2)  # (P, b, f)
+        for target, tab in zip(targets, tables):
+            rows_k = [0 if tab.shape[1] == 1 else k for k in ks]
+            too_far = [p for p, r in zip(positions, rows_k) if r >= tab.shape[1]]
+            if too_far:
+                raise ValueError(
+                    f"target {target.name!r} has rows k = 0..{tab.shape[1] - 1} only; token position(s) {too_far} "
+                    f"need k = {n} (return (batch, n_points + 1, t) to cover them)"
+                )
+            Y = tab[:, rows_k].transpose(1, 0, 2)  # (P, b, t)
+            for pr in probes:
+                res = _score(X, Y, pr, s)
+                for j, (p, k) in enumerate(zip(positions, ks)):
+                    rows.append({
+                        "hook": name, "layer": layer, "pos": p, "token": "x" if p % 2 == 0 else "y", "k": k,
+                        "target": target.name, "probe": pr.name, "control": control, "metric": "r2",
+                        "mean": res["mean"][j], "ci_low": res["ci_low"][j], "ci_high": res["ci_high"][j],
+                        "mse": res["mse"][j], "n_train": len(s.train), "n_test": len(s.test),
+                    })
+    return rows
+
+
+def _as_batch(batch: Any, params: Mapping[str, torch.Tensor] | None = None) -> TaskBatch:
+    if isinstance(batch, TaskBatch):
+        return batch
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+        xs, ys = batch[0], batch[1]
+        check_prompts(xs, ys)
+        return TaskBatch(xs, ys, dict(batch[2] if len(batch) == 3 else (params or {})))
+    raise ValueError(f"prompts must be a TaskBatch or (xs, ys[, params]); got {type(batch).__name__}")
+
+
+def _check_common(controls: Any, probes: Any, targets: Any, ci: float, n_bootstrap: int) -> tuple[list[str], list, list[Target]]:
+    ctrl = [controls] if isinstance(controls, str) else list(controls or ())
+    bad = [c for c in ctrl if c not in CONTROLS]
+    if bad:
+        raise ValueError(f"unknown control(s) {bad}; valid: {CONTROLS}")
+    single = isinstance(probes, (str, LinearProbe, MLPProbe))
+    pr = [_as_probe(p) for p in ([probes] if single else list(probes))]
+    tg = [as_target(t) for t in ([targets] if isinstance(targets, (str, Target)) or callable(targets) else list(targets))]
+    if not pr or not tg:
+        raise ValueError("probes and targets must each name at least one entry")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive int, got {n_bootstrap!r}")
+    return ctrl, pr, tg
+
+
+def _frame(rows: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[*extra, *COLUMNS])
+
+
+# ------------------------------------------------------------------------------- public API
+def probe_activations(
+    acts: Mapping[str, torch.Tensor],
+    prompts: TaskBatch | tuple,
+    targets: Any = ("ols",),
+    *,
+    token_positions: Sequence[int] | None = None,
+    positions: Any = "x",
+    probes: Any = ("linear",),
+    controls: Any = (),
+    test_frac: float = 0.25,
+    seed: int = 0,
+    ci: float = 0.95,
+    n_bootstrap: int = 1000,
+) -> pd.DataFrame:
+    """Probe given activations: `acts[name]` is `(batch, P, ...)` (positions on axis 1, or axis 2
+    for attention patterns), where stored position j is token `token_positions[j]` (default
+    `0..P-1`). `prompts` (a `TaskBatch` or `(xs, ys[, params])`) supplies the targets. Only the
+    `"shuffle"` control applies (no model here). One row per (hook, position, target, probe,
+    control); see the module docstring for the columns."""
+    batch = _as_batch(prompts)
+    ctrl, pr, tg = _check_common(controls, probes, targets, ci, n_bootstrap)
+    if "untrained" in ctrl:
+        raise ValueError("control 'untrained' needs a model; use probe(model, ...) or probe_over_training(run, ...)")
+    if not acts:
+        raise ValueError("acts is empty")
+    b, n = batch.xs.shape[:2]
+    prepared: dict[str, tuple[int, torch.Tensor, int]] = {}
+    n_stored = None
+    for name, a in acts.items():
+        if not isinstance(a, torch.Tensor) or a.ndim < 2:
+            raise ValueError(f"acts[{name!r}] must be a tensor (batch, positions, ...)")
+        if a.shape[0] != b:
+            raise ValueError(f"acts[{name!r}] has batch {a.shape[0]} but the prompts have batch {b}")
+        pd_ = hook_pos_dim(name) if a.ndim > hook_pos_dim(name) else 1
+        if n_stored is not None and a.shape[pd_] != n_stored:
+            raise ValueError(f"acts[{name!r}] has {a.shape[pd_]} positions, other hooks {n_stored}")
+        n_stored = a.shape[pd_]
+        prepared[name] = (hook_layer(name), a, pd_)
+    stored = list(range(n_stored)) if token_positions is None else [int(p) for p in token_positions]
+    if len(stored) != n_stored:
+        raise ValueError(f"token_positions has {len(stored)} entries but the activations have {n_stored} positions")
+    pos = _select_positions(positions, stored, n)
+    train, test = _split(b, test_frac, seed)
+    s = _Setup(train, test, ci, n_bootstrap, seed)
+    rows = _probe_core(prepared, stored, batch, tg, pos, pr, "none", s)
+    if "shuffle" in ctrl:
+        rows += _probe_core(prepared, stored, batch, tg, pos, pr, "shuffle", s)
+    return _frame(rows)
+
+
+def _fresh_model(model: Any, seed: int) -> Any:
+    """The same architecture at a fresh initialisation drawn from `seed` (global RNG untouched)."""
+    from ..models import HookedICLModel
+
+    p = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = HookedICLModel(model.spec)
+    return fresh.to(device=p.device, dtype=p.dtype).eval()
+
+
+def _cache(model: Any, xs: torch.Tensor, ys: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    p = next(model.parameters())
+    with hook_guard(model), torch.no_grad():
+        model.eval()
+        _, cache = model.run_with_cache(xs.to(p.device, p.dtype), ys.to(p.device, p.dtype), names_filter=names)
+    return {k: v for k, v in cache.items()}
+
+
+def probe(
+    model: Any,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    targets: Any = ("ols",),
+    *,
+    params: Mapping[str, torch.Tensor] | None = None,
+    hooks: Any = RESID,
+    layers: list[int] | None = None,
+    positions: Any = "x",
+    probes: Any = ("linear",),
+    controls: Any = (),
+    test_frac: float = 0.25,
+    seed: int = 0,
+    ci: float = 0.95,
+    n_bootstrap: int = 1000,
+) -> pd.DataFrame:
+    """Probe a model's activations on prompts `xs (b, n, d)`, `ys (b, n)`.
+
+    `hooks`: `"resid"` (residual layers `layers`, default all; see `common.resolve_sites`), full
+    hook names or block-relative names (`"attn.hook_z"`, `"hook_mlp_out"`, ...). `params`: the
+    task parameters (needed for the `"w"` target). `positions`: `"x"` (default), `"y"`, `"all"`,
+    `"last"` (the last query) or token indices. Returns one row per (hook, layer, position,
+    target, probe, control) with the held-out R² in `mean` (CI over held-out prompts) and `mse`.
+    """
+    require_model(model, "probe")
+    model.check_inputs(xs, ys)
+    batch = TaskBatch(xs, ys, dict(params or {}))
+    ctrl, pr, tg = _check_common(controls, probes, targets, ci, n_bootstrap)
+    sites = resolve_sites(model, hooks, layers)
+    n = xs.shape[1]
+    stored = list(range(2 * n))
+    pos = _select_positions(positions, stored, n)
+    train, test = _split(xs.shape[0], test_frac, seed)
+    s = _Setup(train, test, ci, n_bootstrap, seed)
+    names = [name for name, _ in sites]
+
+    def prepared(m: Any) -> dict[str, tuple[int, torch.Tensor, int]]:
+        cache = _cache(m, xs, ys, names)
+        return {name: (layer, cache[name], hook_pos_dim(name)) for name, layer in sites}
+
+    with hook_guard(model):
+        acts = prepared(model)
+        rows = _probe_core(acts, stored, batch, tg, pos, pr, "none", s)
+        if "shuffle" in ctrl:
+            rows += _probe_core(acts, stored, batch, tg, pos, pr, "shuffle", s)
+        if "untrained" in ctrl:
+            rows += _probe_core(prepared(_fresh_model(model, seed)), stored, batch, tg, pos, pr, "untrained", s)
+    return _frame(rows)
+
+
+def probe_over_training(
+    run: Any,
+    hook: str | Sequence[str],
+    target: Any = "ols",
+    *,
+    steps: Sequence[int] | None = None,
+    positions: Any = "x",
+    probes: Any = ("linear",),
+    controls: Any = (),
+    test_frac: float = 0.25,
+    seed: int = 0,
+    ci: float = 0.95,
+    n_bootstrap: int = 1000,
+) -> pd.DataFrame:
+    """Emergence curve: probe the activations captured during training (`run.activations`) at
+    every captured step (or `steps`), each on the prompts stored with them (their xs, ys and
+    params give the targets). `hook`: captured hook name(s). The `"untrained"` control re-runs a
+    fresh init of the run's architecture on each shard's prompts. One row per (step, hook,
+    position, target, probe, control)."""
+    from ..training.run import Run
+
+    run = run if isinstance(run, Run) else Run(run)
+    store = run.activations
+    if not store.steps:
+        raise ValueError(f"{run.path} has no captured activations (set capture.hooks in the training config)")
+    names = [hook] if isinstance(hook, str) else list(hook)
+    missing = [h for h in names if h not in store.hooks]
+    if missing:
+        raise ValueError(f"hook(s) {missing} were not captured in {run.path}; captured hooks: {store.hooks}")
+    chosen = store.steps if steps is None else list(steps)
+    bad = [st for st in chosen if st not in store.steps]
+    if bad:
+        raise ValueError(f"step(s) {bad} have no captured activations; captured steps: {store.steps}")
+    ctrl, pr, tg = _check_common(controls, probes, target, ci, n_bootstrap)
+    fresh = None
+    if "untrained" in ctrl:
+        from ..models import HookedICLModel
+
+        spec = run.config.build_spec()  # (loading the config builds a model: keep it out of the seeded block)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = HookedICLModel(spec).eval()
+    rows: list[dict[str, Any]] = []
+    for st in chosen:
+        shard = store.load(st)
+        batch = TaskBatch(shard["xs"].float(), shard["ys"].float(), dict(shard["params"]))
+        b, n = batch.xs.shape[:2]
+        stored = list(range(2 * n)) if shard["positions"] == "all" else [int(p) for p in shard["positions"]]
+        present = [h for h in names if h in shard["act"]]
+        if len(present) != len(names):
+            raise ValueError(f"step {st} lacks hook(s) {sorted(set(names) - set(present))}")
+        acts = {h: (hook_layer(h), shard["act"][h].float(), hook_pos_dim(h)) for h in names}
+        pos = _select_positions(positions, stored, n)
+        train, test = _split(b, test_frac, seed)
+        s = _Setup(train, test, ci, n_bootstrap, seed)
+        step_rows = _probe_core(acts, stored, batch, tg, pos, pr, "none", s)
+        if "shuffle" in ctrl:
+            step_rows += _probe_core(acts, stored, batch, tg, pos, pr, "shuffle", s)
+        if fresh is not None:
+            cache = _cache(fresh, batch.xs, batch.ys, names)
+            idx = torch.tensor(stored)
+            f_acts = {h: (hook_layer(h), cache[h].index_select(hook_pos_dim(h), idx), hook_pos_dim(h)) for h in names}
+            step_rows += _probe_core(f_acts, stored, batch, tg, pos, pr, "untrained", s)
+        rows += [{"step": st, **r} for r in step_rows]
+    return _frame(rows, ("step",))
+
+
+# ------------------------------------------------------------------------------- run + figure
+def _default_targets(batch: TaskBatch) -> list[str]:
+    scalar = batch.ys.ndim == 2
+    out = ["w"] if "w" in batch.params else []
+    return out + (["xty", "ols"] if scalar else ["xty"])
+
+
+def plot_probe(df: pd.DataFrame) -> Any:
+    """R² vs examples seen (k), one panel per target, one line per (hook, layer); controls dashed."""
+    plt = pyplot()
+    if df.empty:
+        raise ValueError("nothing to plot: the probe table has no rows")
+    targets = list(dict.fromkeys(df["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.4), squeeze=False, sharey=True)
+    sites = list(dict.fromkeys(zip(df["hook"], df["layer"])))
+    cmap = plt.get_cmap("viridis")
+    for ax, target in zip(axes[0], targets):
+        for i, (hook, layer) in enumerate(sites):
+            color = cmap(i / max(1, len(sites) - 1))
+            for control, style in (("none", "-"), ("shuffle", ":"), ("untrained", "--")):
+                d = df[(df.target == target) & (df.hook == hook) & (df.control == control)].groupby("k")["mean"].mean()
+                if not d.empty:
+                    label = f"layer {layer}" if control == "none" else None
+                    ax.plot(d.index, d.values, style, color=color, label=label, alpha=1.0 if control == "none" else 0.5)
+        ax.axhline(0.0, color="grey", lw=0.5)
+        ax.set_title(f"probe target: {target}")
+        ax.set_xlabel("in-context examples seen (k)")
+        ax.set_ylim(-0.1, 1.05)
+    axes[0][0].set_ylabel("held-out R² (dashed/dotted: controls)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pyplot() -> Any:
+    from ..viz._backend import pyplot as _pyplot
+
+    return _pyplot()
+
+
+def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> tuple[pd.DataFrame, Any]:
+    """Probe the run's final model on `n_prompts` fresh prompts of its task (n_points from the
+    config): residual layers at the x tokens, targets w (when the task has it), Xᵀy and w_OLS,
+    linear probes, plus the untrained-model control; `kw` overrides any `probe` argument.
+    Returns the table and a figure (R² vs k per layer, one panel per target)."""
+    from ..training.run import Run
+
+    run = run if isinstance(run, Run) else Run(run)
+    model = run.load_model()
+    batch = run_prompts(run, n_prompts, seed)
+    targets = kw.pop("targets", None) or _default_targets(batch)
+    kw.setdefault("controls", ("untrained",))
+    df = probe(model, batch.xs, batch.ys, targets, params=batch.params, seed=seed, **kw)
+    return df, plot_probe(df)
