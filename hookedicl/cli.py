@@ -96,6 +96,24 @@ def _print_summary(summary: dict) -> None:
 
 
 @app.command()
+def analyze(
+    run: Path = typer.Argument(..., help="run directory"),
+    what: str = typer.Option("lens,match", help="comma-separated: lens, match, order, summaries, probe, ablate, patch"),
+    n_prompts: int = typer.Option(256, help="prompts sampled from the run's task"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Run analyses on a trained run; writes RUN/analysis/<what>.csv and figures."""
+    from .analysis import analyze_run
+
+    for name in [w.strip() for w in what.split(",") if w.strip()]:
+        try:
+            df = analyze_run(run, name, n_prompts=n_prompts, seed=seed)
+        except ValueError as e:
+            _fail(str(e))
+        typer.echo(f"{name}: {len(df)} rows -> {run / 'analysis' / (name + '.csv')}")
+
+
+@app.command()
 def report(run: Path = typer.Argument(..., help="run directory")) -> None:
     """Write RUN/report/index.html from what the run holds."""
     from .report import write_report

@@ -1,0 +1,44 @@
+"""Analyses comparing a model's internals with reference predictors.
+
+Each module holds one analysis with a Python function returning a tidy DataFrame and an
+`analyze_run(run, ...) -> (DataFrame, Figure)` used by `hookedicl analyze RUN --what ...`:
+
+  lens       readout lens: decode every residual layer with the final norm + read-out
+  match      predictor matching: SPD, ILWD, prediction difference, sensitivity cosine
+  order      order sensitivity of the query prediction under permuted demonstrations
+  summaries  attention mass to x vs y tokens; Mamba Δ statistics and the SSM's effective attention
+  probe      linear / MLP probes for w, Xᵀy, w_OLS, w_ridge, w_GD per layer and position
+  ablate     zero / mean / resample ablation of heads, slots, the Mamba state, residual directions
+  patch      activation patching between clean and corrupted prompts
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+ANALYSES: tuple[str, ...] = ("lens", "match", "order", "summaries", "probe", "ablate", "patch")
+
+
+def analyze_run(run: Any, what: str, *, out_dir: str | Path | None = None, n_prompts: int = 256, seed: int = 0, **kw: Any):
+    """Run analysis `what` on `run`; writes `<out_dir or RUN/analysis>/<what>.csv` and `.png`/`.svg`.
+
+    Returns the DataFrame.
+    """
+    from ..io import atomic_write_text
+    from ..training import Run
+    from ..viz import save_figure
+    from ..viz._backend import pyplot
+
+    if what not in ANALYSES:
+        raise ValueError(f"unknown analysis {what!r}; valid: {', '.join(ANALYSES)}")
+    run = run if isinstance(run, Run) else Run(run)
+    module = importlib.import_module(f"{__name__}.{what}")
+    df, fig = module.analyze_run(run, n_prompts=n_prompts, seed=seed, **kw)
+    out = Path(out_dir) if out_dir is not None else run.path / "analysis"
+    atomic_write_text(out / f"{what}.csv", df.to_csv(index=False))
+    if fig is not None:
+        save_figure(fig, out / what)
+        pyplot().close(fig)
+    return df
