@@ -1,0 +1,365 @@
+"""Per-layer summaries of the token mixers: where do x-token queries look?
+
+* `attention_mass`: for every attention block and head, the share of attention from the x-token
+  queries (where predictions are made) to x tokens, to y tokens, and to the query itself. Shares
+  are of absolute pattern weight, |p| / Σ|p|, which for softmax attention is the attention mass
+  itself and for linear (un-normalised) attention the fraction of absolute weight. The first x
+  token (which can only see itself) is left out.
+* `dt_stats`: Mamba's step size Δ (`hook_dt`) per Mamba slot, at x and y tokens separately: the
+  mean over positions and channels, and the standard deviation over positions (per channel,
+  averaged over channels).
+* `ssm_attention` / `effective_attention`: the hidden attention of a Mamba slot (Ali et al. 2024,
+  "The Hidden Attention of Mamba"). With h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t u_t) B_t and
+  y_t = h_t C_t + D u_t (see `models/scan.py`), unrolling gives, for every channel c,
+
+      y_t[c] − D[c] u_t[c] = Σ_{s ≤ t} α_c[t, s] u_s[c]
+      α_c[t, s] = Σ_n C_t[n] · exp(Σ_{r=s+1..t} Δ_r[c] A[c, n]) · Δ_s[c] B_s[n]
+
+  i.e. α = C_t · (Π_{r=s+1..t} Ā_r) B̄_s with Ā_r = exp(Δ_r A), B̄_s = Δ_s B_s, the u-weighting
+  of the slot's input u = `hook_x`. `effective_attention` returns α per channel (float64);
+  `reduce="mean"` averages α over the chosen channels, `reduce="abs_mean"` averages |α|.
+* `ssm_attention_mass`: the x / y / self shares of the channel-averaged |α| from x-token
+  queries, the SSM analogue of `attention_mass`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .common import check_block, check_prompts, hook_guard, nan_mean_ci, require_model, run_prompts
+
+_TARGETS = ("x", "y", "self")
+
+
+def attention_blocks(model: Any) -> list[int]:
+    """Indices of the blocks whose mixer is attention."""
+    return [i for i, b in enumerate(model.blocks) if b.mixer_name == "attn"]
+
+
+def mamba_slots(model: Any) -> list[tuple[int, str]]:
+    """(block, slot) of every Mamba mixer; slot is "mixer" or "ffn"."""
+    from ..models.mamba import MambaMixer
+
+    return [
+        (i, s) for i, b in enumerate(model.blocks) for s in ("mixer", "ffn")
+        if isinstance(getattr(b, s, None), MambaMixer)
+    ]
+
+
+def _capture(model: Any, xs: torch.Tensor, ys: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(t: torch.Tensor, hook: Any) -> None:
+        store[hook.name] = t.detach()
+
+    with torch.no_grad(), hook_guard(model), model.hooks(fwd_hooks=[(n, keep) for n in names]):
+        model(xs, ys)
+    return store
+
+
+def _start(model: Any, xs: torch.Tensor, ys: torch.Tensor, what: str) -> None:
+    require_model(model, what)
+    check_prompts(xs, ys, model.spec.n_dims)
+    if xs.shape[1] < 2:
+        raise ValueError(f"{what} needs prompts of at least 2 points (the first x token only sees itself)")
+
+
+def _shares(a: torch.Tensor) -> dict[str, torch.Tensor]:
+    """x / y / self shares of |a| `(..., T, T)` over the x-token query rows 2, 4, ...: each
+    `(..., n_queries)`; NaN where a row has no weight."""
+    rows = a[..., 2::2, :].abs()
+    total = rows.sum(-1)
+    t = torch.arange(2, a.shape[-1], 2)
+    self_w = rows[..., torch.arange(len(t)), t]
+    ok = total > 0
+    safe = torch.where(ok, total, torch.ones_like(total))
+    nan = torch.full_like(total, np.nan)
+    return {
+        "x": torch.where(ok, rows[..., 0::2].sum(-1) / safe, nan),
+        "y": torch.where(ok, rows[..., 1::2].sum(-1) / safe, nan),
+        "self": torch.where(ok, self_w / safe, nan),
+    }
+
+
+def _frame(values: torch.Tensor, ci: float, seed: int, **cols: Any) -> pd.DataFrame:
+    m, lo, hi = nan_mean_ci(values[:, None], ci, seed=seed)
+    return pd.DataFrame({**cols, "mean": m, "ci_low": lo, "ci_high": hi})
+
+
+def _attention_rows(cache: dict[str, torch.Tensor], blocks: list[int], ci: float, seed: int) -> pd.DataFrame:
+    frames = [pd.DataFrame(columns=["block", "hook", "head", "target", "mean", "ci_low", "ci_high"])]
+    for l in blocks:
+        name = f"blocks.{l}.attn.hook_pattern"
+        shares = _shares(cache[name].double())  # each (b, heads, n-1)
+        for target in _TARGETS:
+            per_prompt = shares[target].nanmean(-1)  # (b, heads)
+            for h in range(per_prompt.shape[1]):
+                frames.append(_frame(per_prompt[:, h], ci, seed, block=[l], hook=name, head=h, target=target))
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+
+
+def _check_blocks(model: Any, blocks: Sequence[int] | None) -> list[int]:
+    blocks = attention_blocks(model) if blocks is None else list(blocks)
+    for l in blocks:
+        check_block(model, l, "block")
+        if model.blocks[l].mixer_name != "attn":
+            raise ValueError(f"block {l} has no attention mixer; attention blocks: {attention_blocks(model)}")
+    return blocks
+
+
+def attention_mass(
+    model: Any, xs: torch.Tensor, ys: torch.Tensor, blocks: Sequence[int] | None = None, *, ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Attention shares from x-token queries, per block x head x target ∈ {x, y, self}.
+
+    Per prompt the share is averaged over the x-token queries 1..n_points-1; mean and CI over
+    prompts. Columns: block, hook, head, target, mean, ci_low, ci_high. A model without attention
+    gives an empty table with these columns.
+    """
+    _start(model, xs, ys, "attention_mass")
+    blocks = _check_blocks(model, blocks)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in blocks]
+    return _attention_rows(_capture(model, xs, ys, names) if names else {}, blocks, ci, seed)
+
+
+def _check_slots(model: Any, slots: Sequence[tuple[int, str]] | None) -> list[tuple[int, str]]:
+    valid = mamba_slots(model)
+    if slots is None:
+        return valid
+    slots = [tuple(s) for s in slots]
+    for s in slots:
+        if len(s) != 2:
+            raise ValueError(f"a Mamba slot is (block, 'mixer' | 'ffn'), got {s!r}")
+        check_block(model, s[0], "block")
+        if s not in valid:
+            raise ValueError(f"{s!r} is not a Mamba slot of this model; Mamba slots: {valid}")
+    return slots  # type: ignore[return-value]
+
+
+def _dt_rows(cache: dict[str, torch.Tensor], slots: list[tuple[int, str]], ci: float, seed: int) -> pd.DataFrame:
+    frames = [pd.DataFrame(columns=["block", "slot", "hook", "token", "stat", "mean", "ci_low", "ci_high"])]
+    for l, s in slots:
+        name = f"blocks.{l}.{s}.hook_dt"
+        dt = cache[name].double()
+        for token, sel in (("x", dt[:, 0::2]), ("y", dt[:, 1::2])):
+            for stat, v in (("dt_mean", sel.mean((1, 2))), ("dt_std", sel.std(1).mean(-1))):
+                frames.append(_frame(v, ci, seed, block=[l], slot=s, hook=name, token=token, stat=stat))
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+
+
+def dt_stats(
+    model: Any, xs: torch.Tensor, ys: torch.Tensor, slots: Sequence[tuple[int, str]] | None = None, *,
+    ci: float = 0.95, seed: int = 0,
+) -> pd.DataFrame:
+    """Δ statistics per Mamba slot x token type ∈ {x, y} x stat ∈ {dt_mean, dt_std} (module
+    docstring). Columns: block, slot, hook, token, stat, mean, ci_low, ci_high. A model without
+    Mamba gives an empty table."""
+    _start(model, xs, ys, "dt_stats")
+    slots = _check_slots(model, slots)
+    names = [f"blocks.{l}.{s}.hook_dt" for l, s in slots]
+    return _dt_rows(_capture(model, xs, ys, names) if names else {}, slots, ci, seed)
+
+
+def effective_attention(
+    dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, *, channels: Sequence[int] | None = None,
+    reduce: str | None = None, method: str = "auto", max_elements: int = 1 << 23,
+) -> torch.Tensor:
+    """Hidden attention α of a selective scan, float64 (module docstring).
+
+    Args:
+        dt: Δ `(batch, L, d_inner)`; A: `(d_inner, d_state)` (negative, = −exp(A_log));
+        B, C: `(batch, L, d_state)`; channels: channel indices (default all d_inner).
+        reduce: None -> `(batch, n_channels, L, L)`; "mean" / "abs_mean" -> `(batch, L, L)` mean of
+            α / of |α| over the channels. Entries with s > t are 0.
+        method: with S_t = Σ_{r<=t} Δ_r A (per channel and state), "direct" evaluates
+            exp(S_t − S_s) for every (t, s) pair (memory `L² d_state` per prompt and channel);
+            "factored" writes it as exp(S_t) · exp(−S_s), so α is one matmul over the state
+            (memory `L d_state`), valid while |S| stays below 600 (no overflow in float64);
+            "auto" uses "factored" for the chunks where that holds and "direct" elsewhere.
+        max_elements: prompts and channels are processed in chunks of about this many
+            `prompts * L * L * channels * d_state` entries (at least one prompt and channel).
+    """
+    if reduce not in (None, "mean", "abs_mean"):
+        raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
+    if method not in ("auto", "direct", "factored"):
+        raise ValueError(f"method must be 'auto', 'direct' or 'factored', got {method!r}")
+    b, L, d = dt.shape
+    n = A.shape[-1]
+    if A.shape != (d, n) or B.shape != (b, L, n) or C.shape != (b, L, n):
+        shapes = f"dt {tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
+        raise ValueError(f"shape mismatch: {shapes}; expected (b, L, d), (d, n), (b, L, n), (b, L, n)")
+    ch = list(range(d)) if channels is None else [int(c) for c in channels]
+    if not ch or any(not 0 <= c < d for c in ch):
+        raise ValueError(f"channels must be a non-empty list of indices in 0..{d - 1}")
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    per_prompt = L * L * n
+    bc = max(1, min(b, max_elements // per_prompt))  # prompts per chunk
+    cc = max(1, max_elements // (bc * per_prompt))  # channels per chunk
+    rows = []
+    for p0 in range(0, b, bc):
+        Bd, Cd = B[p0 : p0 + bc].double(), C[p0 : p0 + bc].double()
+        acc: torch.Tensor | list[torch.Tensor] = []
+        for i in range(0, len(ch), cc):
+            idx = torch.tensor(ch[i : i + cc])
+            dtc = dt[p0 : p0 + bc, :, idx].double()  # (bc, L, c)
+            S = torch.cumsum(dtc[..., None] * A[idx].double(), dim=1)  # (bc, L, c, n), <= 0, decreasing
+            drive = dtc[..., None] * Bd[:, :, None, :]  # Δ_s B_s: (bc, L, c, n)
+            safe = float(S.abs().max()) < 600.0
+            if method == "factored" and not safe:
+                raise ValueError("method='factored' would overflow here (|Σ Δ A| >= 600); use 'direct' or 'auto'")
+            if safe and method != "direct":
+                alpha = torch.einsum("btcn,bscn->bcts", Cd[:, :, None, :] * torch.exp(S), drive * torch.exp(-S))
+                alpha = alpha.masked_fill(~causal, 0.0)
+            else:
+                diff = S[:, :, None] - S[:, None, :]  # (bc, t, s, c, n)
+                diff = diff.masked_fill(~causal[None, :, :, None, None], -torch.inf)
+                alpha = torch.einsum("btn,btscn->bcts", Cd, torch.exp(diff) * drive[:, None])
+            if reduce is None:
+                acc.append(alpha)
+            else:
+                part = (alpha.abs() if reduce == "abs_mean" else alpha).sum(1)
+                acc = part if isinstance(acc, list) else acc + part
+        rows.append(torch.cat(acc, 1) if reduce is None else acc / len(ch))
+    return torch.cat(rows, 0)
+
+
+def _mamba_hooks(l: int, s: str) -> list[str]:
+    return [f"blocks.{l}.{s}.hook_{h}" for h in ("dt", "B", "C")]
+
+
+def _alpha(
+    model: Any, cache: dict[str, torch.Tensor], l: int, s: str, channels: Sequence[int] | None, reduce: str | None,
+) -> torch.Tensor:
+    hdt, hB, hC = _mamba_hooks(l, s)
+    A = -torch.exp(getattr(model.blocks[l], s).A_log.detach().float())  # as the mixer computes it
+    return effective_attention(cache[hdt], A, cache[hB], cache[hC], channels=channels, reduce=reduce)
+
+
+def ssm_attention(
+    model: Any, xs: torch.Tensor, ys: torch.Tensor, block: int, slot: str | None = None, *,
+    channels: Sequence[int] | None = None, reduce: str | None = None,
+) -> torch.Tensor:
+    """Hidden attention of the Mamba `slot` of `block` on these prompts (see
+    `effective_attention` for shapes); `slot` may be omitted when the block has one Mamba slot.
+    `y_t − D u_t = Σ_s α[:, c, t, s] u_s[c]` with u = `blocks.{block}.{slot}.hook_x`."""
+    _start(model, xs, ys, "ssm_attention")
+    check_block(model, block, "block")
+    mine = [s for (l, s) in mamba_slots(model) if l == block]
+    if not mine:
+        raise ValueError(f"block {block} has no Mamba slot; Mamba slots: {mamba_slots(model)}")
+    if slot is None:
+        if len(mine) > 1:
+            raise ValueError(f"block {block} has Mamba slots {mine}; pass slot=")
+        slot = mine[0]
+    _check_slots(model, [(block, slot)])
+    if reduce not in (None, "mean", "abs_mean"):
+        raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
+    cache = _capture(model, xs, ys, _mamba_hooks(block, slot))
+    return _alpha(model, cache, block, slot, channels, reduce)
+
+
+def _ssm_rows(
+    model: Any, cache: dict[str, torch.Tensor], slots: list[tuple[int, str]], channels: Sequence[int] | None,
+    ci: float, seed: int,
+) -> pd.DataFrame:
+    frames = [pd.DataFrame(columns=["block", "slot", "target", "mean", "ci_low", "ci_high"])]
+    for l, s in slots:
+        shares = _shares(_alpha(model, cache, l, s, channels, "abs_mean"))
+        for target in _TARGETS:
+            frames.append(_frame(shares[target].nanmean(-1), ci, seed, block=[l], slot=s, target=target))
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+
+
+def ssm_attention_mass(
+    model: Any, xs: torch.Tensor, ys: torch.Tensor, slots: Sequence[tuple[int, str]] | None = None, *,
+    channels: Sequence[int] | None = None, ci: float = 0.95, seed: int = 0,
+) -> pd.DataFrame:
+    """x / y / self shares of the hidden attention (channel mean of |α|) from x-token queries,
+    per Mamba slot. Columns: block, slot, target, mean, ci_low, ci_high."""
+    _start(model, xs, ys, "ssm_attention_mass")
+    slots = _check_slots(model, slots)
+    names = [h for l, s in slots for h in _mamba_hooks(l, s)]
+    return _ssm_rows(model, _capture(model, xs, ys, names) if names else {}, slots, channels, ci, seed)
+
+
+def summarize(
+    model: Any, xs: torch.Tensor, ys: torch.Tensor, *, channels: Sequence[int] | None = None, ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """All summaries from one forward pass, in one tidy table with a `kind` column ∈
+    {attention_mass, ssm_attention_mass, dt}; columns a kind does not use are NaN."""
+    _start(model, xs, ys, "summarize")
+    blocks, slots = _check_blocks(model, None), _check_slots(model, None)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in blocks] + [h for l, s in slots for h in _mamba_hooks(l, s)]
+    cache = _capture(model, xs, ys, names)
+    parts = [
+        _attention_rows(cache, blocks, ci, seed).assign(kind="attention_mass", slot="mixer"),
+        _ssm_rows(model, cache, slots, channels, ci, seed).assign(kind="ssm_attention_mass"),
+        _dt_rows(cache, slots, ci, seed).assign(kind="dt"),
+    ]
+    cols = ["kind", "block", "slot", "hook", "head", "target", "token", "stat", "mean", "ci_low", "ci_high"]
+    out = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    return out.reindex(columns=cols)
+
+
+def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> tuple[pd.DataFrame, Any]:
+    """`summarize` for a run's model on `n_prompts` fresh prompts of its task; the SSM hidden
+    attention uses at most 32 evenly spaced channels per Mamba slot unless `channels` is given.
+    Figure: share of attention on y tokens per block x head, hidden-attention shares per Mamba
+    slot, and Δ at x vs y tokens (panels for what the model has)."""
+    from ..training.run import Run
+    from ..viz._backend import pyplot
+
+    run = run if isinstance(run, Run) else Run(run)
+    batch = run_prompts(run, n_prompts, seed)
+    model = run.load_model()
+    slots = mamba_slots(model)
+    if slots and "channels" not in kw:
+        d_inner = min(getattr(model.blocks[l], s).d_inner for l, s in slots)
+        kw["channels"] = sorted({int(c) for c in np.linspace(0, d_inner - 1, min(d_inner, 32)).round()})
+    kw.setdefault("seed", seed)
+    table = summarize(model, batch.xs, batch.ys, **kw)
+    plt = pyplot()
+    kinds = [k for k in ("attention_mass", "ssm_attention_mass", "dt") if (table["kind"] == k).any()]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        d = table[table["kind"] == kind]
+        if kind == "attention_mass":
+            y_rows = d[d["target"] == "y"].astype({"block": int, "head": int})
+            grid = y_rows.pivot(index="block", columns="head", values="mean")
+            im = ax.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            ax.set_xticks(range(grid.shape[1]), [str(h) for h in grid.columns])
+            ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index])
+            ax.set_xlabel("head")
+            ax.set_ylabel("block")
+            ax.set_title("attention share on y tokens (x-token queries)")
+            fig.colorbar(im, ax=ax)
+        else:
+            sub = d[d["target"] == "y"] if kind == "ssm_attention_mass" else d[d["stat"] == "dt_mean"]
+            groups = list(sub.groupby("token", sort=True)) if kind == "dt" else [("y", sub)]
+            width = 0.8 / len(groups)
+            for j, (lab, g) in enumerate(groups):
+                pos = np.arange(len(g)) + j * width
+                err = [(g["mean"] - g["ci_low"]).clip(lower=0), (g["ci_high"] - g["mean"]).clip(lower=0)]
+                ax.bar(pos, g["mean"], width, yerr=err, label=f"{lab} tokens")
+            slots_shown = sub.drop_duplicates(["block", "slot"])
+            labels = [f"{b}.{s}" for b, s in zip(slots_shown["block"], slots_shown["slot"])]
+            ax.set_xticks(np.arange(len(labels)) + width * (len(groups) - 1) / 2, labels)
+            ax.set_xlabel("block.slot")
+            if kind == "dt":
+                ax.set_ylabel("mean Δ")
+                ax.set_title("Mamba step size Δ at x vs y tokens")
+                ax.legend()
+            else:
+                ax.set_ylim(0, 1)
+                ax.set_ylabel("share of mean |α| on y tokens")
+                ax.set_title("SSM hidden attention share on y tokens")
+    fig.suptitle(f"Mixer summaries: {model.spec.name}")
+    fig.tight_layout()
+    return table, fig
