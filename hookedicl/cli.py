@@ -125,6 +125,9 @@ def report(run: Path = typer.Argument(..., help="run directory")) -> None:
     typer.echo(f"report: {path}")
 
 
+DEMO_ANALYSES = ("lens", "match", "probe")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
@@ -136,6 +139,7 @@ def demo(
     Re-running continues an unfinished run and refreshes evaluation, analyses and the report."""
     from importlib.resources import files
 
+    from .analysis import analyze_run
     from .evaluation.run_eval import evaluate_run
     from .report import write_report
     from .training import TrainConfig
@@ -152,6 +156,9 @@ def demo(
         _fail(str(e))
     _, summary = evaluate_run(run)
     _print_summary(summary)
+    for name in DEMO_ANALYSES:
+        analyze_run(run, name, n_prompts=256)
+        typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
     typer.echo(f"report: {write_report(run)}")
 
 
