@@ -158,3 +158,10 @@ def test_config_yaml_round_trip(tmp_path):
     assert TrainConfig.from_yaml(c.to_yaml()) == c
     run = train(c.model_copy(update={"steps": 3}), tmp_path / "r")
     assert Run(run.path).config.curriculum == c.curriculum
+
+
+def test_preset_layout_is_kept_unless_overridden():
+    c = cfg(model={"arch": "linear_attention", "d_model": 16, "n_layers": 1, "n_heads": 2})
+    assert c.build_spec().layout == "paired"
+    c = cfg(model={"arch": "gpt2", "layout": "akyurek"})
+    assert c.build_spec().layout == "akyurek"

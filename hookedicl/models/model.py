@@ -113,14 +113,19 @@ class HookedICLModel(HookedRootModule):
     def init_weights(self) -> None:
         """The standard initialisation, applied identically to every architecture (hybrids too):
 
-        every Linear weight and the position table ~ N(0, init_std); biases 0; norm weights 1;
+        read-in and read-out keep PyTorch's default Linear init (uniform ±1/sqrt(fan_in)), as the
+        Garg/Campbell wrappers do: with N(0, 0.02) the inputs would start 10x smaller than the
+        position table; every other Linear weight and the position table ~ N(0, init_std); biases
+        0; norm weights 1;
         residual-output projections (attention W_O, MLP W_out, Mamba out_proj) ~ N(0,
         init_std / sqrt(2 * n_blocks)) (GPT-2); Mamba's A, D, Δ-projection and conv as in Mamba.
         """
         std = self.spec.init_std
         out_std = std / math.sqrt(2 * len(self.blocks))
         for name, mod in self.named_modules():
-            if isinstance(mod, nn.Linear):
+            if mod is self.read_in or mod is self.read_out:
+                mod.reset_parameters()  # PyTorch's default, as in the Garg/Campbell wrappers
+            elif isinstance(mod, nn.Linear):
                 is_out = name.endswith(("W_O", "W_out", "out_proj"))
                 nn.init.normal_(mod.weight, std=out_std if is_out else std)
                 if mod.bias is not None:

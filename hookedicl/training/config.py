@@ -34,16 +34,17 @@ class ModelConfig(_Config):
     expand: PositiveInt = 4
     d_conv: PositiveInt = 4
     n_ctx: PositiveInt | None = None  # default: 2 * n_points (enough for the final curriculum length)
-    layout: Literal["garg", "akyurek"] = "garg"
+    layout: Literal["garg", "akyurek", "paired"] | None = None  # None: the preset's layout
     init_std: PositiveFloat = 0.02
 
     def spec(self, n_dims: int, y_dim: int, n_points: int):
         from ..models import preset
 
+        extra = {"layout": self.layout} if self.layout is not None else {}
         return preset(
             self.arch, n_dims=n_dims, y_dim=y_dim, d_model=self.d_model, n_layers=self.n_layers,
             n_heads=self.n_heads, d_mlp=self.d_mlp, d_state=self.d_state, expand=self.expand,
-            d_conv=self.d_conv, n_ctx=self.n_ctx or 2 * n_points, layout=self.layout, init_std=self.init_std,
+            d_conv=self.d_conv, n_ctx=self.n_ctx or 2 * n_points, init_std=self.init_std, **extra,
         )
 
 
