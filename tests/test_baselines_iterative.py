@@ -186,3 +186,16 @@ def test_gd_plus_plus_beats_gd_on_ill_conditioned_inputs():
         pred = B.get(name, **hyper).predict(xs, ys)
         err[name] = (pred - ys)[:, 20:].square().mean().item()
     assert err["gd_plus_plus"] < 0.8 * err["gd"], err
+
+
+def test_gd_sum_loss_is_eta_xty_at_every_prefix():
+    import hookedicl.baselines as B
+
+    g = torch.Generator().manual_seed(3)
+    xs, ys = torch.randn(4, 7, 3, generator=g), torch.randn(4, 7, generator=g)
+    w = B.get("gd", steps=1, lr=0.3, loss="sum").weights(xs, ys)
+    for i in range(7):
+        want = 0.3 * torch.einsum("bnd,bn->bd", xs[:, :i].double(), ys[:, :i].double())
+        assert torch.allclose(w[:, i].double(), want, atol=1e-6)
+    with pytest.raises(ValueError, match="loss"):
+        B.get("gd", loss="median")

@@ -44,19 +44,27 @@ class GradientDescent(LinearPredictor):
         Number of GD steps (>= 0; 0 gives ŵ = 0).
     lr : float, default 1.0
         Step size on the mean loss (see the module docstring for stability).
+    loss : {"mean", "sum"}, default "mean"
+        ``"sum"`` steps on ``½ Σ_{j<i} (w·x_j − y_j)²`` instead, so one step gives
+        ``ŵ = lr · Xᵀy`` with the same ``lr`` at every prefix length: what one layer of linear
+        self-attention computes (von Oswald et al. 2023).
     """
 
     name = "gd"
 
-    def __init__(self, *, steps: int = 1, lr: float = 1.0) -> None:
+    def __init__(self, *, steps: int = 1, lr: float = 1.0, loss: str = "mean") -> None:
         self.steps = check_int(self.name, "steps", steps, low=0)
         self.lr = check_real(self.name, "lr", lr, low=0.0, low_open=True)
+        if loss not in ("mean", "sum"):
+            raise ValueError(f"gd: loss must be 'mean' or 'sum', got {loss!r}")
+        self.loss = loss
 
     def _weights(self, xs: Tensor, ys: Tensor) -> Tensor:
         x, y = xs.to(torch.float64), ys.to(torch.float64)
         n = x.shape[1]
         mask = prefix_mask(n, x.device).to(x.dtype)          # [i, j] = j < i
-        step = (self.lr * _prefix_counts(n, x))[None, :, None]
+        scale = _prefix_counts(n, x) if self.loss == "mean" else torch.ones(n, dtype=x.dtype, device=x.device)
+        step = (self.lr * scale)[None, :, None]
         w = torch.zeros_like(x)                               # row i: the iterate of prefix i
         for _ in range(self.steps):
             resid = (w @ x.mT - y[:, None, :]) * mask         # [b, i, j] = w_i·x_j − y_j, j < i
