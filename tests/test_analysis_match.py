@@ -12,44 +12,19 @@ import torch
 import hookedicl as hi
 import hookedicl.baselines as B
 from hookedicl.analysis import lens, match
-from hookedicl.models.hooks import is_hooked
 from hookedicl.tasks import make_task
 from hookedicl.training import TrainConfig, train
 
-N_DIMS, N_POINTS = 3, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from analysis_helpers import N_DIMS, assert_only_callers_hook, no_hooks, tiny
+from analysis_helpers import prompts as _prompts
 
-
-def tiny(arch: str, n_layers: int = 1, seed: int = 0) -> hi.HookedICLModel:
-    torch.manual_seed(seed)
-    return hi.build_model(
-        arch, n_dims=N_DIMS, d_model=16, n_layers=n_layers, n_heads=2, d_state=4, expand=2, init_std=0.2
-    )
+N_POINTS = 7
 
 
 def prompts(batch: int = 16, n_points: int = N_POINTS, seed: int = 0):
-    task = make_task("linear_regression", n_dims=N_DIMS)
-    b = task.sample(batch_size=batch, n_points=n_points, generator=torch.Generator().manual_seed(seed))
-    return b.xs, b.ys
-
-
-def no_hooks(model) -> bool:
-    return not any(is_hooked(hp) for hp in model.hook_dict.values())
-
-
-def assert_only_callers_hook(model, name: str) -> None:
-    """The analysis removed its own hooks and kept the one the caller attached (then drop it)."""
-    hooked = {n: len(hp._forward_hooks) for n, hp in model.hook_dict.items() if is_hooked(hp)}
-    assert hooked == {name: 1}
-    model.reset_hooks()
-    assert no_hooks(model)
+    return _prompts(batch, n_points, seed)
 
 
 def metric(table, name, reference=None):

@@ -16,6 +16,7 @@ Output: out_proj(y * SiLU(z)).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.ones(d_inner))
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
         #: "auto": fused CUDA kernel when available and no state hook; else the parallel scan.
-        self.scan_method: ScanMethod | "auto" = "auto"
+        self.scan_method: ScanMethod | Literal["auto"] = "auto"
         for name in ("in_proj", "gate", "conv", "x", "dt", "B", "C", "ssm_state", "y"):
             setattr(self, f"hook_{name}", HookPoint())
 
