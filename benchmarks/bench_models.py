@@ -50,8 +50,9 @@ with 2 threads it is up to 2x the wall time). The number of rounds fits a time b
 pre-drawn batches (linear regression, x ~ N(0, I), w ~ N(0, I), y = w.x).
 
 Threads: this script sets torch's intra-op thread count itself (the library leaves it alone; the
-trainer uses `auto_threads(d_model)`): by default each case uses `auto_threads(d_model)` (1 thread
-for d_model <= 128, else every core), the same for both sides; `--threads N` fixes it for every
+trainer uses `auto_threads(d_model)`): by default each case uses `auto_threads(d_model)` (every core
+since the section-5 measurement; the results in BENCHMARKS.md were taken when it gave 1 thread for
+d_model <= 128), the same for both sides; `--threads N` fixes it for every
 section except 5. `--quick` runs tiny sizes with 1 warm-up and 2 timed steps per variant, to
 check the script end to end; its numbers mean nothing.
 """

@@ -117,7 +117,7 @@ class TrainConfig(_Config):
     seed: int = 0
     steps: PositiveInt = 1000
     batch_size: PositiveInt = 64
-    threads: PositiveInt | None = None  # torch intra-op threads; None: hookedicl.training.threads.auto_threads
+    threads: PositiveInt | None = None  # torch intra-op threads; None: every core (hookedicl.training.threads)
     device: str = "cpu"
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
