@@ -36,12 +36,13 @@ def cfg(**over) -> TrainConfig:
 
 
 def test_loss_decreases(tmp_path):
-    # a large init makes the initial loss far above E[y^2] = d; the loop must bring it down
-    run = train(cfg(steps=100, model={"init_std": 0.3}, log={"every": 10}), tmp_path / "r")
+    # the untrained model's output offset puts its loss above E[y^2] = d; training removes it
+    # (in-context learning proper takes thousands of steps: see tests marked slow and docs/training.md)
+    run = train(cfg(steps=300, task={"n_dims": 2, "n_points": 6}, optim={"lr": 3e-3}, log={"every": 30}), tmp_path / "r")
     m = run.metrics()
-    assert m["loss"].iloc[-5:].mean() < 0.8 * m["loss"].iloc[0]
+    assert m["loss"].iloc[-5:].mean() < 0.9 * m["loss"].iloc[0]
     assert {"step", "loss", "lr", "steps_per_s", "baseline/least_squares", "n_points"} <= set(m.columns)
-    assert run.checkpoints[-1] == 100
+    assert run.checkpoints[-1] == 300
 
 
 def test_extending_a_finished_run_equals_a_longer_run(tmp_path):

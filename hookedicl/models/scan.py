@@ -39,8 +39,10 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a0, a1 = a[:, 0::2], a[:, 1::2]
     b0, b1 = b[:, 0::2], b[:, 1::2]
     h_odd = linear_scan(a1 * a0, a1 * b0 + b1)  # states at positions 1, 3, 5, ...
-    h_even = torch.cat([b0[:, :1], a0[:, 1:] * h_odd[:, :-1] + b0[:, 1:]], dim=1)
-    return torch.stack([h_even, h_odd], dim=2).flatten(1, 2)
+    h = torch.empty_like(b)  # a fresh tensor, not a view: hooks may edit the states in place
+    h[:, 0::2] = torch.cat([b0[:, :1], a0[:, 1:] * h_odd[:, :-1] + b0[:, 1:]], dim=1)
+    h[:, 1::2] = h_odd
+    return h
 
 
 class SelectiveStates(torch.autograd.Function):
