@@ -104,7 +104,7 @@ class SparseLinearRegression(FunctionTask):
         return self.k * float(m2.mean())
 
 
-class QuadraticRegression(FunctionTask):
+class QuadraticRegression(LinearRegression):
     """y = wᵀ(x ⊙ x) / √3 with w ~ N(0, I) (Garg et al.'s quadratic regression).
 
     The 1/√3 makes E[y²] = Σ_{i active} E[x_i⁴] / 3 equal to d for x ~ N(0, I) (E[x⁴] = 3).
@@ -112,18 +112,6 @@ class QuadraticRegression(FunctionTask):
     """
 
     name = "quadratic_regression"
-
-    def __init__(
-        self,
-        n_dims: int,
-        x_sampler: str | XSampler = "gaussian",
-        x_sampler_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(n_dims, x_sampler, x_sampler_kwargs)
-
-    def sample_params(self, batch_size, generator, n_dims_active):
-        w = torch.randn(batch_size, self.n_dims, dtype=torch.float32, **rng(generator))
-        return {"w": w * active_mask(self.n_dims, n_dims_active, w.device)}
 
     def evaluate(self, xs, params):
         self._check_evaluate(xs, params, ("w",))
