@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench lab publish clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+lab: $(STAMP)
+	$(PIP) install -q -e ".[notebooks]"
+	$(VENV)/bin/jupyter lab notebooks/
+
+# make publish ANALYSIS=<name> RUN=<run dir> [OUT=<dir>]  (see analyses/README.md)
+publish: $(STAMP)
+	$(VENV)/bin/hookedicl publish $(ANALYSIS) --run $(RUN) $(if $(OUT),--out $(OUT))
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

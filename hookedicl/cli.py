@@ -162,5 +162,14 @@ def demo(
     typer.echo(f"report: {write_report(run)}")
 
 
+# --- pretrained and publishing commands ---
+
+
+# --- sweep commands ---
+
+
+# --- merge and SAE commands ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
