@@ -162,7 +162,10 @@ def demo(
     typer.echo(f"report: {write_report(run)}")
 
 
-# --- pretrained and publishing commands ---
+# --- pretrained commands ---
+
+
+# --- publish command ---
 
 
 # --- sweep commands ---
