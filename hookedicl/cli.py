@@ -55,6 +55,9 @@ def train(
     config: Path = typer.Argument(..., help="YAML training config"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<name>)"),
     resume: bool = typer.Option(False, "--resume", help="continue an existing run from its newest good checkpoint"),
+    init_from: Optional[str] = typer.Option(
+        None, "--init-from", help="fine-tune: start from RUN[:STEP]'s weights (sets the config's init_from)"
+    ),
 ) -> None:
     """Train a model; writes a run directory (config, checkpoints, activations, metrics)."""
     from .training import RunLockedError, TrainConfig
@@ -62,6 +65,8 @@ def train(
 
     try:
         cfg = TrainConfig.load(config)
+        if init_from is not None:
+            cfg = TrainConfig.model_validate({**cfg.model_dump(), "init_from": init_from})
         run = _train(cfg, out, resume=resume)
     except (ValueError, RunLockedError) as e:
         _fail(str(e))
@@ -168,10 +173,162 @@ def demo(
 # --- publish command ---
 
 
+def _parse_params(items: list[str]) -> dict:
+    """`NAME=VALUE` pairs; VALUE is read as YAML (`64`, `0.5`, `null`, `[1, 2]`, `{a: 1}`, text)."""
+    import yaml
+
+    params: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--param expects NAME=VALUE, got {item!r}")
+        if name in params:
+            raise ValueError(f"--param {name} given twice")
+        try:
+            params[name] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--param {name}: value {value!r} is not valid YAML ({e})") from e
+    return params
+
+
+@app.command("publish")
+def publish_cmd(
+    analysis: str = typer.Argument(..., help="analysis name (see analyses/README.md) or path to an analysis notebook"),
+    run: Path = typer.Option(..., "--run", help="run directory (a sweep directory for sweep analyses)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default RUN/publish/ANALYSIS)"),
+    param: list[str] = typer.Option([], "--param", "-p", help="notebook parameter NAME=VALUE (YAML value); repeatable"),
+    timeout: int = typer.Option(600, help="seconds allowed per notebook cell"),
+) -> None:
+    """Execute an analysis notebook on RUN; writes figures (PNG + SVG), tables (CSV + Markdown),
+    the executed notebook and a standalone HTML page into OUT (atomically)."""
+    from .publish import NotebookExecutionError, publish
+
+    try:
+        path = publish(analysis, run, out, _parse_params(param), timeout=timeout)
+    except NotebookExecutionError as e:
+        if e.traceback:
+            typer.echo(e.traceback, err=True)
+        _fail(str(e))
+    except ValueError as e:
+        _fail(str(e))
+    name = Path(analysis).stem
+    typer.echo(f"published {name} -> {path}")
+    typer.echo(f"html: {path / (name + '.html')}")
+
+
 # --- sweep commands ---
 
 
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="sweep YAML (see docs/sweeps.md)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="sweep directory (default runs/sweeps/<name>)"),
+    executor: str = typer.Option("local", help="local (this machine) or ray"),
+    workers: str = typer.Option("1", help="local: worker processes, or 'auto' (cores / CPUs per point); 1 runs in this process"),
+    address: Optional[str] = typer.Option(None, help="ray: address of a running cluster (default: a local Ray instance)"),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local instance (default: all)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the points and their state; run and write nothing"),
+    aggregate_only: bool = typer.Option(False, "--aggregate-only", help="rebuild results.csv/.md and figures only"),
+) -> None:
+    """Run a sweep: one run directory per point; finished points are skipped, unfinished ones resumed.
+
+    Writes OUT/results.csv, OUT/results.md and OUT/figures/. Exits 1 when a point failed (its
+    error is in OUT/status/<point>.json and the results); the other points still run."""
+    from .sweep import SweepSpec, auto_workers, make_executor, plan, run_sweep, write_results
+    from .sweep.runner import default_out
+    from .training import RunLockedError
+
+    try:
+        s = SweepSpec.load(spec)
+        o = out if out is not None else default_out(s)
+        states = plan(s, o)
+        if dry_run or aggregate_only:
+            if dry_run:
+                for p, state in states:
+                    typer.echo(f"{state:9s} {p.id}")
+                typer.echo(f"{len(states)} points, {sum(st != 'done' for _, st in states)} to run -> {o}")
+            else:
+                write_results(s, o, [p for p, _ in states])
+                typer.echo(f"results: {o / 'results.md'}")
+            return
+        if executor == "local" and workers == "auto":
+            n = auto_workers([p for p, st in states if st != "done"])
+        else:
+            try:
+                n = int(workers)
+            except ValueError:
+                _fail(f"--workers must be a positive integer or 'auto', got {workers!r}")
+        ex = make_executor(executor, workers=n, address=address, num_cpus=ray_cpus)
+        result = run_sweep(s, o, executor=ex, echo=typer.echo)
+    except (ValueError, RunLockedError) as e:
+        _fail(str(e))
+    typer.echo(f"results: {result.out / 'results.md'}")
+    if result.failed:
+        typer.secho(f"{len(result.failed)} point(s) failed: {', '.join(result.failed)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
 # --- merge and SAE commands ---
+
+
+@app.command()
+def merge(
+    run_a: str = typer.Argument(..., help="first run, RUN_DIR or RUN_DIR:STEP (t = 0 gives this model)"),
+    run_b: str = typer.Argument(..., help="second run, RUN_DIR or RUN_DIR:STEP (t = 1 gives this model)"),
+    out: Path = typer.Option(..., "--out", help="new run directory for the merged model"),
+    method: str = typer.Option("slerp", help="slerp (per-tensor spherical, linear fallback) or linear"),
+    t: float = typer.Option(0.5, "--t", help="interpolation weight in [0, 1] (0: RUN_A, 1: RUN_B)"),
+) -> None:
+    """Merge two runs of one architecture into a new run directory (eval/analyze accept it)."""
+    from .analysis.merge import merge_runs
+
+    try:
+        run = merge_runs(run_a, run_b, out, method=method, t=t)
+    except ValueError as e:
+        _fail(str(e))
+    report = run.path / "analysis" / "merge_tensors.csv"
+    typer.echo(f"merged run written to {run.path} ({method}, t={t:g}); per-tensor report: {report}")
+
+
+@app.command()
+def sae(
+    run: Path = typer.Argument(..., help="run directory"),
+    hook: str = typer.Option(..., "--hook", help="hook name, e.g. blocks.1.hook_resid_post (see `hookedicl hooks ARCH`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default RUN/sae/<hook>)"),
+    kind: str = typer.Option("topk", help="topk or relu (L1)"),
+    d_sae: int = typer.Option(256, help="number of features"),
+    k: int = typer.Option(8, help="topk: active features per token"),
+    l1_coeff: float = typer.Option(0.05, help="relu: L1 coefficient"),
+    dead: str = typer.Option("auxk", help="dead features: auxk, resample or none"),
+    steps: int = typer.Option(3000, help="training steps"),
+    source: str = typer.Option("sample", help="sample (fresh prompts through the model) or capture (activations recorded in training)"),
+    step: Optional[int] = typer.Option(None, help="checkpoint step (sample) or capture step (capture); default the newest"),
+    n_prompts: int = typer.Option(2048, help="sample: prompts for the training activations"),
+    eval_prompts: int = typer.Option(512, help="held-out prompts for the metrics and the splice"),
+    seed: int = typer.Option(0),
+    splice: bool = typer.Option(True, "--splice/--no-splice", help="measure the ICL score with the SAE spliced in"),
+) -> None:
+    """Train a sparse autoencoder on one hook of a run; writes the SAE, its metrics and history."""
+    from .analysis.sae import SAEConfig
+    from .analysis.sae_run import train_run_sae
+
+    try:
+        cfg = SAEConfig(kind=kind, d_sae=d_sae, k=k, l1_coeff=l1_coeff, dead=dead, steps=steps, seed=seed)
+        m = train_run_sae(
+            run, hook, out, cfg, source=source, step=step, n_prompts=n_prompts, eval_prompts=eval_prompts,
+            seed=seed, splice=splice,
+        )
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"{hook}: FVU {m['fvu']:.4f}, L0 {m['l0']:.2f}, dead {m['dead_fraction']:.3f} ({m['n_tokens']} held-out tokens)")
+    if "splice" in m:
+        s = m["splice"]["score"]
+        typer.echo(
+            f"ICL score vs {m['splice']['baseline']}: clean {s['clean']['value']:.3f}, spliced {s['spliced']['value']:.3f}, "
+            f"mean-ablated {s['ablated']['value']:.3f}"
+        )
+    typer.echo(f"written to {out if out is not None else Path(run) / 'sae' / hook}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,12 +45,13 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, st
     }
     index = [e for e in _index(d) if e["step"] != step] + [entry]
     index.sort(key=lambda e: e["step"])
+    pruned: list[dict[str, Any]] = []
     if keep is not None and len(index) > keep:
-        for old in index[:-keep]:
-            (d / old["model"]).unlink(missing_ok=True)
-            (d / old["state"]).unlink(missing_ok=True)
-        index = index[-keep:]
-    atomic_write_json(d / INDEX, index)
+        pruned, index = index[:-keep], index[-keep:]
+    atomic_write_json(d / INDEX, index)  # the index first: it never names a deleted file
+    for old in pruned:
+        (d / old["model"]).unlink(missing_ok=True)
+        (d / old["state"]).unlink(missing_ok=True)
 
 
 def list_checkpoints(directory: str | Path) -> list[int]:

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from ..tasks import Curriculum
+
+
+def parse_init_from(value: str) -> tuple[Path, int | None]:
+    """`"RUN_DIR"` -> (RUN_DIR, None); `"RUN_DIR:STEP"` -> (RUN_DIR, STEP)."""
+    head, sep, tail = value.rpartition(":")
+    if sep and tail.strip().isdigit() and head:
+        return Path(head), int(tail)
+    if sep and head and not tail.strip().isdigit() and "/" not in tail and tail:
+        raise ValueError(f"init_from: the part after ':' must be a checkpoint step, got {tail!r} in {value!r}")
+    return Path(value), None
 
 
 class _Config(BaseModel):
@@ -70,6 +80,11 @@ class OptimConfig(_Config):
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: PositiveFloat | None = None
+    # a NaN/inf loss or gradient: "stop" raises TrainingDiverged (the last good checkpoint stays and
+    # the run is resumable); "skip" drops that batch (no optimiser step) and stops only after
+    # `max_skipped` skipped batches in total
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_skipped: PositiveInt = 10
 
     def lr_factor(self, step: int, total: int) -> float:
         """Multiplier of `lr` at `step` (0-based): linear warmup, then the schedule."""
@@ -127,6 +142,18 @@ class TrainConfig(_Config):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    # fine-tuning: start from another run's weights, "RUN_DIR" (its newest good checkpoint) or
+    # "RUN_DIR:STEP"; the architecture must match; the lineage goes to RUN/lineage.json
+    init_from: str | None = None
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from_syntax(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("init_from must be 'RUN_DIR' or 'RUN_DIR:STEP', got an empty string")
+        if v is not None:
+            parse_init_from(v)
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,13 @@ class Run:
         import pandas as pd
 
         return pd.DataFrame(read_metrics(self.path / "metrics.jsonl"))
+
+    @property
+    def lineage(self) -> dict[str, Any] | None:
+        """RUN/lineage.json (fine-tunes and merges), None for a run trained from scratch."""
+        from .lineage import read_lineage
+
+        return read_lineage(self.path)
 
     def eval_summary(self) -> dict[str, Any]:
         p = self.path / "eval" / "summary.json"
@@ -156,6 +166,7 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any
     Writes nothing on failure.
     """
     stored = path / "config.yaml"
+    entry = None
     if stored.exists():
         if not resume:
             raise ValueError(f"{path} already holds a run; pass resume=True (--resume) or choose another output")
@@ -164,10 +175,60 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new.get(k))
             raise ValueError(f"cannot resume {path}: config differs from the stored one in {diff}")
-        return latest_good(path / "checkpoints")
-    if path.exists() and any(p.name != ".lock" for p in path.iterdir()):
+        entry = latest_good(path / "checkpoints")
+    elif path.exists() and any(p.name != ".lock" for p in path.iterdir()):
         raise ValueError(f"{path} exists, is not empty and holds no run; choose another output")
     parent = path if path.exists() else next(p for p in path.parents if p.exists())
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"output location {parent} is not writable")
-    return None
+    _check_writable(parent)
+    need = estimate_run_bytes(cfg, start=entry["step"] if entry else 0)
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise ValueError(
+            f"not enough free space at {parent}: the run needs about {need / 2**20:.1f} MiB "
+            f"(checkpoints, activations, metrics), {free / 2**20:.1f} MiB are free"
+        )
+    return entry
+
+
+def _check_writable(directory: Path) -> None:
+    """Create and delete a probe file (os.access is not enough: root passes it everywhere)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hookedicl-probe-", suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"output location {directory} is not writable ({e.strerror})") from None
+
+
+def estimate_run_bytes(cfg: TrainConfig, start: int = 0) -> int:
+    """Upper estimate of the bytes a run writes from step `start` on: the checkpoints kept at
+    once (fp32 weights + Adam moments) plus every activation shard plus metrics lines."""
+    from ..models import HookedICLModel
+
+    spec = cfg.build_spec()
+    with torch.random.fork_rng(devices=[]):
+        with torch.device("meta"):
+            n_params = HookedICLModel(spec).n_params
+        remaining = max(cfg.steps - start, 0)
+        n_ckpt = remaining // cfg.checkpoint.every + 1
+        if cfg.checkpoint.keep is not None:
+            n_ckpt = min(n_ckpt, cfg.checkpoint.keep + 1)
+        total = n_ckpt * (12 * n_params + 2**16) + (remaining // cfg.log.every + 1) * 512
+        if cfg.capture.hooks:
+            from .recorder import resolve_hooks
+
+            model = HookedICLModel(spec)
+            names = set(resolve_hooks(model.hook_dict, cfg.capture.hooks))
+            n = cfg.capture.n_prompts or cfg.batch_size
+            shapes = model.hook_shapes(n_points=cfg.task.n_points, batch_size=1)
+            per_prompt = sum(math.prod(shape) for name, shape in shapes.items() if name in names)
+            itemsize = torch.empty((), dtype=getattr(torch, cfg.capture.dtype)).element_size()
+            n_shards = remaining // cfg.capture.every + 2
+            total += n_shards * n * (per_prompt * itemsize + 4 * cfg.task.n_points * (cfg.task.n_dims + 2) + 4096)
+    return int(total)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files a killed writer left behind (see hookedicl.io); call under the lock."""
+    for tmp in path.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

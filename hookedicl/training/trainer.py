@@ -21,7 +21,8 @@ from ..models import HookedICLModel
 from .checkpoints import load_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .recorder import ActivationRecorder, resolve_hooks
-from .run import MetricsLog, Run, prepare_run_dir, run_lock
+from .lineage import InitSource, resolve_init, write_lineage
+from .run import MetricsLog, Run, prepare_run_dir, remove_stale_temporaries, run_lock
 from .threads import auto_threads
 
 
@@ -51,13 +52,23 @@ def train(config: TrainConfig | str | Path, out_dir: str | Path | None = None, *
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     entry = prepare_run_dir(out, cfg, resume)
+    init = resolve_init(cfg) if entry is None and not (out / "config.yaml").exists() else None
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        _train(cfg, out, entry)
+        remove_stale_temporaries(out)
+        _train(cfg, out, entry, init)
     return Run(out)
 
 
-def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
+def _grad_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
+    """Total gradient norm (clipping to `clip` when given), as a tensor: no host sync here."""
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+
+
+def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | None = None) -> None:
     from .. import baselines as B
     from ..io import atomic_write_text
 
@@ -75,7 +86,9 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
         every=cfg.capture.every, n_prompts=cfg.capture.n_prompts, positions=cfg.capture.positions,
         dtype=cfg.capture.dtype,
     )
-    start = 0
+    start, skipped = 0, 0
+    if init is not None:
+        model.load_state_dict(init.weights)
     if entry is not None:  # resume
         weights, _, start = load_weights(out / "checkpoints", entry["step"])
         model.load_state_dict(weights)
@@ -84,9 +97,12 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["rng_data"])
         torch.set_rng_state(state["rng_torch"])
+        skipped = int(state.get("skipped", 0))
         metrics.truncate_after(start)
         recorder.truncate_after(start)
     else:
+        if init is not None:
+            write_lineage(out, "init_from", [init.parent])
         atomic_write_text(out / "config.yaml", cfg.to_yaml())
         metrics.truncate_after(-1)
     log_baselines = {n: B.get(n) for n in cfg.log.baselines} if task.y_dim == 1 else {}
@@ -104,26 +120,36 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
         with capture:
             preds = model(batch.xs, batch.ys)
         loss = icl_loss(preds, batch.ys, task.loss_positions)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at step {step}; the newest good checkpoint is kept, "
-                f"resume after changing the config (e.g. lower optim.lr or set optim.grad_clip)"
-            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        gnorm = _grad_norm(model, cfg.optim.grad_clip)
+        if not bool(torch.isfinite(loss) & torch.isfinite(gnorm)):  # the one host sync per step
+            what = f"loss became {loss.item()}" if not torch.isfinite(loss) else f"gradient norm became {gnorm.item()}"
+            if cfg.optim.on_nonfinite == "stop" or skipped >= cfg.optim.max_skipped:
+                stop = cfg.optim.on_nonfinite == "stop"
+                why = "" if stop else f" after {skipped} skipped batches (optim.max_skipped)"
+                fix = "optim.on_nonfinite: skip" if stop else "a higher optim.max_skipped"
+                raise TrainingDiverged(
+                    f"{what} at step {step}{why}; the newest good checkpoint is kept, resume after "
+                    f"changing the config (e.g. lower optim.lr, set optim.grad_clip or {fix})"
+                )
+            skipped += 1
+            bar.write(f"step {step}: {what}; batch skipped ({skipped}/{cfg.optim.max_skipped})")
+            opt.zero_grad(set_to_none=True)
+        else:
+            opt.step()
+            loss_sum += loss.detach()
+            n_sum += 1
         sched.step()
-        loss_sum += loss.detach()
-        n_sum += 1
         done = step + 1
         if done % cfg.log.every == 0 or step == last:
             elapsed = time.perf_counter() - t0
             row = {
-                "step": done, "loss": loss_sum.item() / n_sum, "lr": sched.get_last_lr()[0],
+                "step": done, "loss": loss_sum.item() / n_sum if n_sum else None, "lr": sched.get_last_lr()[0],
                 "n_points": n_points, "n_dims": n_dims, "steps_per_s": (done - step0) / elapsed,
             }
+            if cfg.optim.on_nonfinite == "skip":
+                row["skipped"] = skipped
             with torch.no_grad():
                 for name, b in log_baselines.items():
                     row[f"baseline/{name}"] = icl_loss(b.predict(batch.xs, batch.ys), batch.ys).item()
@@ -134,7 +160,7 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None) -> None:
         if done % cfg.checkpoint.every == 0 or step == last:
             state = {
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng_data": gen.get_state(), "rng_torch": torch.get_rng_state(), "step": done,
+                "rng_data": gen.get_state(), "rng_torch": torch.get_rng_state(), "step": done, "skipped": skipped,
             }
             save_checkpoint(out / "checkpoints", done, model, state, keep=cfg.checkpoint.keep)
         bar.update(1)

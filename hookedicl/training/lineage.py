@@ -1,0 +1,95 @@
+"""Where a run's starting weights came from: `RUN/lineage.json`.
+
+A run trained from scratch has no lineage file. A fine-tune (`init_from`) records its parent run
+and checkpoint; a merged run (hookedicl.analysis.merge) records both parents and the method.
+Each parent entry carries the sha256 of the checkpoint it used and the parent's own lineage, so
+the whole tree survives even if a parent directory is later deleted.
+
+    {"how": "init_from", "parents": [{"run": "/abs/runs/base", "step": 6000,
+      "sha256_model": "...", "config": {...}, "lineage": null}]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write_json
+from .checkpoints import _index, _verify, latest_good, load_weights
+
+LINEAGE = "lineage.json"
+
+
+@dataclass
+class InitSource:
+    """Weights to start from and the lineage entry describing them."""
+
+    weights: dict[str, torch.Tensor]
+    parent: dict[str, Any]
+
+
+def read_lineage(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's lineage record, or None for a run trained from scratch."""
+    p = Path(run_dir) / LINEAGE
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def parent_entry(run_dir: str | Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(lineage entry, weights, spec dict) of checkpoint `step` (default: newest good) of a run.
+
+    Raises ValueError naming the run when it is missing, has no usable checkpoint or lacks `step`.
+    """
+    from .config import TrainConfig
+
+    d = Path(run_dir)
+    if not (d / "config.yaml").is_file():
+        raise ValueError(f"{d} is not a run directory (no config.yaml)")
+    ckpts = d / "checkpoints"
+    if step is None:
+        entry = latest_good(ckpts)
+        if entry is None:
+            raise ValueError(f"{d} has no usable checkpoint")
+    else:
+        entries = [e for e in _index(ckpts) if e["step"] == step]
+        if not entries:
+            raise ValueError(f"{d} has no checkpoint at step {step}; available: {[e['step'] for e in _index(ckpts)]}")
+        entry = entries[0]
+        problem = _verify(ckpts, entry)
+        if problem:
+            raise ValueError(problem)
+    weights, spec, got = load_weights(ckpts, entry["step"])
+    parent = {
+        "run": str(d.resolve()),
+        "step": got,
+        "sha256_model": entry["sha256_model"],
+        "config": TrainConfig.load(d / "config.yaml").model_dump(mode="json"),
+        "lineage": read_lineage(d),
+    }
+    return parent, weights, spec
+
+
+def resolve_init(cfg: Any) -> InitSource | None:
+    """Load `cfg.init_from` and check its architecture against `cfg` (ValueError names the field)."""
+    from .config import parse_init_from
+
+    if cfg.init_from is None:
+        return None
+    path, step = parse_init_from(cfg.init_from)
+    try:
+        parent, weights, spec = parent_entry(path, step)
+    except ValueError as e:
+        raise ValueError(f"init_from: {e}") from None
+    ours = json.loads(json.dumps(cfg.build_spec().to_dict()))
+    if spec != ours:
+        diff = sorted(k for k in set(ours) | set(spec) if ours.get(k) != spec.get(k))
+        raise ValueError(f"init_from: the architecture of {path} differs from this config's model in {diff}")
+    return InitSource(weights=weights, parent=parent)
+
+
+def write_lineage(run_dir: str | Path, how: str, parents: list[dict[str, Any]], **details: Any) -> None:
+    """Write RUN/lineage.json (atomically)."""
+    atomic_write_json(Path(run_dir) / LINEAGE, {"how": how, **details, "parents": parents})
