@@ -14,15 +14,19 @@ from typing import Any
 import torch
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """Return ``value`` as a Python int if it is an integer within ``[minimum, maximum]``."""
+def check_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, maximum_name: str | None = None
+) -> int:
+    """Return ``value`` as a Python int if it is an integer within ``[minimum, maximum]``
+    (``maximum_name`` names the argument the maximum comes from, e.g. ``n_dims``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+        bound = f"{maximum_name} = {maximum}" if maximum_name else str(maximum)
+        raise ValueError(f"{name} must be <= {bound}, got {value}")
     return value
 
 

@@ -73,7 +73,7 @@ class Task:
         """``n_dims_active`` validated against ``[1, n_dims]``; ``None`` means all dims."""
         if n_dims_active is None:
             return self.n_dims
-        return check_int("n_dims_active", n_dims_active, minimum=1, maximum=self.n_dims)
+        return check_int("n_dims_active", n_dims_active, minimum=1, maximum=self.n_dims, maximum_name="n_dims")
 
     def _check_sample(self, n_points: int, n_dims_active: int) -> None:
         """Task-specific constraints on a sampling request (e.g. ``k <= n_dims_active``)."""

@@ -32,7 +32,7 @@ class SparseParity(FunctionTask):
         x_sampler_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(n_dims, x_sampler, x_sampler_kwargs)
-        self.k = check_int("k", k, minimum=1, maximum=self.n_dims)
+        self.k = check_int("k", k, minimum=1, maximum=self.n_dims, maximum_name="n_dims")
 
     def _check_sample(self, n_points, n_dims_active):
         if n_dims_active < self.k:

@@ -86,6 +86,13 @@ class OptimConfig(_Config):
     on_nonfinite: Literal["stop", "skip"] = "stop"
     max_skipped: PositiveInt = 10
 
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"betas must lie in [0, 1), got {list(v)}")
+        return v
+
     def lr_factor(self, step: int, total: int) -> float:
         """Multiplier of `lr` at `step` (0-based): linear warmup, then the schedule."""
         if step < self.warmup_steps:
@@ -97,10 +104,21 @@ class OptimConfig(_Config):
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * shape
 
 
+def _known_baselines(names: list[str]) -> list[str]:
+    from ..baselines import registry
+
+    unknown = [n for n in names if n not in registry.REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; valid names: {', '.join(registry.REGISTRY)}")
+    return names
+
+
 class LogConfig(_Config):
     every: PositiveInt = 100
     baselines: list[str] = Field(default_factory=lambda: ["least_squares"])  # losses on the training batch
     progress: bool = True
+
+    _check_baselines = field_validator("baselines")(_known_baselines)
 
 
 class CheckpointConfig(_Config):
@@ -125,6 +143,25 @@ class EvalConfig(_Config):
     baseline_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     score_baseline: str = "least_squares"
     seed: int = 1234
+
+    _check_baselines = field_validator("baselines")(_known_baselines)
+
+    @field_validator("score_baseline")
+    @classmethod
+    def _known_score_baseline(cls, v: str) -> str:
+        _known_baselines([v])
+        return v
+
+    @model_validator(mode="after")
+    def _baseline_settings(self) -> "EvalConfig":
+        from ..baselines import get
+
+        for name, kwargs in self.baseline_kwargs.items():
+            try:
+                get(name, **kwargs)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"baseline_kwargs.{name}: {e}") from None
+        return self
 
 
 class TrainConfig(_Config):
