@@ -175,7 +175,7 @@ def test_mamba_layer_by_layer_and_states():
             x = torch.randn(2, length, 32, generator=g)
             with torch.no_grad():
                 want = layer.mixer(x)
-                for method in ("parallel", "sequential"):
+                for method in ("chunked", "parallel", "sequential"):
                     model.blocks[i].mixer.scan_method = method
                     got = model.blocks[i].mixer(x)
                     assert (got - want).abs().max().item() <= 1e-5, (i, length, method)  # outputs ~0.1
@@ -209,17 +209,33 @@ def test_parallel_scan_matches_sequential_with_gradients(length):
     D = torch.randn(d, generator=g)
     w = torch.randn(b, length, d, generator=g)  # a random cotangent
     results = {}
-    for method in ("parallel", "sequential"):
+    for method in ("chunked", "parallel", "sequential"):
         leaves = [t.clone().requires_grad_(True) for t in (u, dt, A, B, C, D)]
         y = scan.selective_scan(*leaves, method=method)
         (y * w).sum().backward()
-        states = scan.ssm_states(*leaves[:4], method=method)
+        states = scan.ssm_states(*leaves[:4], method="sequential" if method == "chunked" else method)
         # (at length 1, h_0 does not depend on A, so the parallel path leaves A.grad None: zero)
         grads = [torch.zeros_like(t) if t.grad is None else t.grad for t in leaves]
         results[method] = (y.detach(), states.detach(), grads)
-    (yp, hp, gp), (ys_, hs, gs) = results["parallel"], results["sequential"]
-    assert yp.shape == (b, length, d) and hp.shape == (b, length, d, n)
-    assert (yp - ys_).abs().max().item() <= 1e-5
-    assert (hp - hs).abs().max().item() <= 1e-5
-    for name, a, c in zip(("u", "dt", "A", "B", "C", "D"), gp, gs):
-        assert (a - c).abs().max().item() <= 1e-5 * max(1.0, c.abs().max().item()), name
+    ys_, hs, gs = results["sequential"]
+    for method in ("parallel", "chunked"):
+        yp, hp, gp = results[method]
+        assert yp.shape == (b, length, d) and hp.shape == (b, length, d, n)
+        assert (yp - ys_).abs().max().item() <= 1e-5, method
+        assert (hp - hs).abs().max().item() <= 1e-5, method
+        for name, a, c in zip(("u", "dt", "A", "B", "C", "D"), gp, gs):
+            assert (a - c).abs().max().item() <= 1e-5 * max(1.0, c.abs().max().item()), (method, name)
+
+
+@pytest.mark.parametrize("length", [1, 4, 10])
+def test_chunked_scan_gradcheck(length):
+    g = torch.Generator().manual_seed(length)
+    b, d, n = 2, 3, 2
+    f64 = dict(dtype=torch.float64)
+    args = (
+        torch.randn(b, length, d, generator=g, **f64), torch.rand(b, length, d, generator=g, **f64) * 0.5,
+        -torch.rand(d, n, generator=g, **f64) * 2, torch.randn(b, length, n, generator=g, **f64),
+        torch.randn(b, length, n, generator=g, **f64), torch.randn(d, generator=g, **f64),
+    )
+    args = tuple(a.requires_grad_(True) for a in args)
+    assert torch.autograd.gradcheck(lambda *a: scan.selective_scan(*a, method="chunked"), args)

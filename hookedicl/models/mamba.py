@@ -49,7 +49,8 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
-        #: "auto": fused CUDA kernel when available and no state hook; else the parallel scan.
+        #: "auto": the fused CUDA kernel when available, else the chunked scan; the states
+        #: themselves (hook_ssm_state hooked) come from the parallel scan.
         self.scan_method: ScanMethod | Literal["auto"] = "auto"
         for name in ("in_proj", "gate", "conv", "x", "dt", "B", "C", "ssm_state", "y"):
             setattr(self, f"hook_{name}", HookPoint())
@@ -68,7 +69,7 @@ class MambaMixer(nn.Module):
     def _method(self, x: torch.Tensor) -> ScanMethod:
         if self.scan_method != "auto":
             return self.scan_method
-        return "cuda" if cuda_scan_available(x) else "parallel"
+        return "cuda" if cuda_scan_available(x) else "chunked"
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """`hidden` `[batch, pos, d_model]` -> `[batch, pos, d_model]`."""
@@ -83,7 +84,7 @@ class MambaMixer(nn.Module):
         B, C = self.hook_B(B), self.hook_C(C)
         A = -torch.exp(self.A_log.float())
         if is_hooked(self.hook_ssm_state):
-            method = "parallel" if self.scan_method in ("auto", "cuda") else self.scan_method
+            method = "parallel" if self.scan_method in ("auto", "cuda", "chunked") else self.scan_method
             h = self.hook_ssm_state(ssm_states(u, dt, A, B, method=method))
             y = y_from_state(h, C, u, self.D)
         else:

@@ -8,7 +8,10 @@ D `(d_inner,)`. `selective_scan` returns y `(batch, L, d_inner)`; `ssm_states` r
 `(batch, L, d_inner, d_state)`.
 
 * `sequential`: the definition, one step per position (the reference; HF's slow path).
-* `parallel` (default on CPU): a work-efficient odd/even parallel scan. It combines neighbouring
+* `chunked` (default on CPU when nobody hooks the states): y directly, one position at a time on
+  `(batch, d_inner, d_state)` tensors that stay in cache, keeping only every √L-th state for the
+  backward pass (`ChunkedSelectiveScan`), so memory grows with √L, not L. It cannot return h.
+* `parallel` (the states, for `hook_ssm_state`): a work-efficient odd/even parallel scan. It combines neighbouring
   pairs (a₁a₀, a₁b₀ + b₁), recurses on the half-length sequence, then fills the even positions:
   O(L) work in log₂L levels of whole-tensor ops, no Python loop over positions, and only products
   of decays ≤ 1 (no exp of differences), so it is as accurate as the sequential loop. Its backward
@@ -16,16 +19,17 @@ D `(d_inner,)`. `selective_scan` returns y `(batch, L, d_inner)`; `ssm_states` r
   scan run in reverse, and the decays and inputs are recomputed from (u, Δ, A, B) instead of being
   stored, so training keeps one (batch, L, d_inner, d_state) tensor per layer, not a dozen.
 * `cuda`: `mamba_ssm.selective_scan_fn` (fused kernel; optional `hookedicl[cuda]` extra); it
-  cannot return h, so the mixer uses `parallel` when `hook_ssm_state` is hooked.
+  cannot return h either, so the mixer uses `parallel` when `hook_ssm_state` is hooked.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 
-ScanMethod = Literal["parallel", "sequential", "cuda"]
+ScanMethod = Literal["chunked", "parallel", "sequential", "cuda"]
 
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -74,6 +78,70 @@ class SelectiveStates(torch.autograd.Function):
         return g_dtu * dt, g_dt + g_dtu * u, g_A, g_B_drive
 
 
+class ChunkedSelectiveScan(torch.autograd.Function):
+    """y of the selective scan, one position at a time, never holding all states at once.
+
+    Forward keeps only the states at chunk boundaries (every `chunk` positions); backward walks
+    the chunks in reverse, recomputes a chunk's states from its boundary state and runs the
+    adjoint recurrence g_t = C_t ∂L/∂y_t + a_{t+1} g_{t+1} through it. Every tensor touched per
+    step is `(batch, d_inner, d_state)`, small enough to stay in cache on a CPU, and memory is
+    O((L / chunk + chunk) · batch · d_inner · d_state) instead of O(L · ...).
+    """
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, D, chunk: int):  # type: ignore[override]
+        b, n_pos, d = u.shape
+        h = u.new_zeros(b, d, A.shape[1])
+        ys = u.new_empty(b, n_pos, d)
+        starts = list(range(0, n_pos, chunk))
+        boundary = u.new_empty(b, len(starts), d, A.shape[1])
+        dtu = dt * u
+        for t in range(n_pos):
+            if t % chunk == 0:
+                boundary[:, t // chunk] = h
+            h = torch.addcmul(dtu[:, t, :, None] * B[:, t, None, :], torch.exp(dt[:, t, :, None] * A), h)
+            ys[:, t] = torch.einsum("bdn,bn->bd", h, C[:, t])
+        ctx.save_for_backward(u, dt, A, B, C, D, boundary)
+        ctx.chunk = chunk
+        return torch.addcmul(ys, u, D)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        u, dt, A, B, C, D, boundary = ctx.saved_tensors
+        chunk, n_pos = ctx.chunk, u.shape[1]
+        dtu = dt * u
+        g_u, g_dt = torch.empty_like(u), torch.empty_like(dt)
+        g_B, g_C = torch.empty_like(B), torch.empty_like(C)
+        g_A = torch.zeros_like(A)
+        g = torch.zeros_like(boundary[:, 0])  # adjoint of h_t, carried backwards
+        a_next = None  # decay a_{t+1}
+        for c in reversed(range(boundary.shape[1])):
+            lo, hi = c * chunk, min((c + 1) * chunk, n_pos)
+            decays, states, h = [], [], boundary[:, c]
+            for t in range(lo, hi):  # recompute this chunk's decays and states
+                a = torch.exp(dt[:, t, :, None] * A)
+                h = torch.addcmul(dtu[:, t, :, None] * B[:, t, None, :], a, h)
+                decays.append(a)
+                states.append(h)
+            for t in reversed(range(lo, hi)):
+                i = t - lo
+                a, h_t = decays[i], states[i]
+                h_prev = states[i - 1] if i > 0 else boundary[:, c]
+                gy = grad_y[:, t]
+                g_C[:, t] = torch.einsum("bdn,bd->bn", h_t, gy)
+                g = gy[:, :, None] * C[:, t, None, :] + (a_next * g if a_next is not None else 0)
+                g_logdecay = g * h_prev * a  # ∂L/∂(Δ_t A)
+                g_dtu = torch.einsum("bdn,bn->bd", g, B[:, t])
+                g_B[:, t] = torch.einsum("bdn,bd->bn", g, dtu[:, t])
+                g_dt[:, t] = torch.einsum("bdn,dn->bd", g_logdecay, A) + g_dtu * u[:, t]
+                g_A += torch.einsum("bdn,bd->dn", g_logdecay, dt[:, t])
+                g_u[:, t] = g_dtu * dt[:, t]
+                a_next = a
+        g_u += grad_y * D
+        g_D = (grad_y * u).sum((0, 1))
+        return g_u, g_dt, g_A, g_B, g_C, g_D, None
+
+
 def _discretize(u, dt, A, B):
     decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, L, d, n)
     drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, L, d, n)
@@ -94,7 +162,7 @@ def ssm_states(
             h_t = decay[:, t] * h_t + drive[:, t]
             states.append(h_t)
         return torch.stack(states, dim=1)
-    raise ValueError(f"unknown scan method {method!r} for states; valid: parallel, sequential")
+    raise ValueError(f"the {method!r} scan does not return states; use 'parallel' or 'sequential'")
 
 
 def selective_scan(
@@ -117,6 +185,9 @@ def selective_scan(
             z=None, delta_bias=None, delta_softplus=False,
         )
         return y.transpose(1, 2)
+    if method == "chunked":
+        chunk = max(1, math.isqrt(u.shape[1]))
+        return ChunkedSelectiveScan.apply(u, dt, A, B, C, D, chunk)
     return y_from_state(ssm_states(u, dt, A, B, method=method), C, u, D)
 
 
