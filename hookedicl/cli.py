@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from .sweep import SweepSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic analysis of in-context learning.")
 
@@ -168,12 +171,52 @@ def demo(
 
 
 # --- pretrained commands ---
+@app.command()
+def pretrained(
+    export: Optional[tuple[str, Path]] = typer.Option(
+        None, "--export", metavar="NAME DIR", help="write checkpoint NAME as a run directory DIR (for eval/analyze/report)"
+    ),
+    card: Optional[str] = typer.Option(None, "--card", metavar="NAME", help="print the card of checkpoint NAME (JSON)"),
+) -> None:
+    """List the checkpoints shipped with the package (ICL score, size, training); export one as a run."""
+    import json
+
+    from .pretrained import export_pretrained, list_pretrained, pretrained_card
+
+    if export is not None and card is not None:
+        _fail("pass either --export or --card, not both")
+    try:
+        if export is not None:
+            name, out = export
+            run = export_pretrained(name, out)
+            typer.echo(f"{name} exported to {run.path}; try `hookedicl analyze {run.path}` or `hookedicl report {run.path}`")
+            return
+        if card is not None:
+            typer.echo(json.dumps(pretrained_card(card).to_dict(), indent=2))
+            return
+        names = list_pretrained()
+        if not names:
+            _fail("no pretrained checkpoints are installed (run scripts/train_pretrained.py)")
+        rows, baseline = [], ""
+        for n in names:
+            c = pretrained_card(n)
+            s = c.icl_score
+            baseline = s["baseline"]
+            rows.append((n, c.arch, f"{c.n_params:,}", f"{c.steps:,}", f"{c.train_seconds:.0f}",
+                         f"{s['value']:.3f} ({s['ci_low']:.3f}-{s['ci_high']:.3f})"))
+    except ValueError as e:
+        _fail(str(e))
+    header = ("name", "arch", "params", "steps", "train s", f"ICL score vs {baseline} (95% CI)")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
 
 
 # --- publish command ---
 
 
-def _parse_params(items: list[str]) -> dict:
+def _parse_publish_params(items: list[str]) -> dict:
     """`NAME=VALUE` pairs; VALUE is read as YAML (`64`, `0.5`, `null`, `[1, 2]`, `{a: 1}`, text)."""
     import yaml
 
@@ -205,12 +248,12 @@ def publish_cmd(
     from .publish import NotebookExecutionError, publish
 
     try:
-        path = publish(analysis, run, out, _parse_params(param), timeout=timeout)
+        path = publish(analysis, run, out, _parse_publish_params(param), timeout=timeout)
     except NotebookExecutionError as e:
         if e.traceback:
             typer.echo(e.traceback, err=True)
         _fail(str(e))
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         _fail(str(e))
     name = Path(analysis).stem
     typer.echo(f"published {name} -> {path}")
@@ -225,11 +268,16 @@ def sweep(
     spec: Path = typer.Argument(..., help="sweep YAML (see docs/sweeps.md)"),
     out: Optional[Path] = typer.Option(None, "--out", help="sweep directory (default runs/sweeps/<name>)"),
     executor: str = typer.Option("local", help="local (this machine) or ray"),
-    workers: str = typer.Option("1", help="local: worker processes, or 'auto' (cores / CPUs per point); 1 runs in this process"),
+    workers: Optional[str] = typer.Option(
+        None, help="local: worker processes, or 'auto' (cores / CPUs per point); default 1: in this process"
+    ),
     address: Optional[str] = typer.Option(None, help="ray: address of a running cluster (default: a local Ray instance)"),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local instance (default: all)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the points and their state; run and write nothing"),
     aggregate_only: bool = typer.Option(False, "--aggregate-only", help="rebuild results.csv/.md and figures only"),
+    estimate: Optional[int] = typer.Option(
+        None, "--estimate", help="time N training steps per distinct config and print the projected cost; run nothing"
+    ),
 ) -> None:
     """Run a sweep: one run directory per point; finished points are skipped, unfinished ones resumed.
 
@@ -243,20 +291,27 @@ def sweep(
         s = SweepSpec.load(spec)
         o = out if out is not None else default_out(s)
         states = plan(s, o)
+        if estimate is not None:
+            _print_estimate(s, estimate)
+            return
         if dry_run or aggregate_only:
             if dry_run:
                 for p, state in states:
                     typer.echo(f"{state:9s} {p.id}")
                 typer.echo(f"{len(states)} points, {sum(st != 'done' for _, st in states)} to run -> {o}")
             else:
+                if not (o / "sweep.yaml").is_file():
+                    _fail(f"{o} holds no sweep yet (no sweep.yaml); run the sweep first")
                 write_results(s, o, [p for p, _ in states])
                 typer.echo(f"results: {o / 'results.md'}")
             return
-        if executor == "local" and workers == "auto":
+        if workers is not None and executor != "local":
+            _fail("--workers only applies to the local executor (Ray schedules by each point's resources)")
+        if workers == "auto":
             n = auto_workers([p for p, st in states if st != "done"])
         else:
             try:
-                n = int(workers)
+                n = int(workers or 1)
             except ValueError:
                 _fail(f"--workers must be a positive integer or 'auto', got {workers!r}")
         ex = make_executor(executor, workers=n, address=address, num_cpus=ray_cpus)
@@ -267,6 +322,21 @@ def sweep(
     if result.failed:
         typer.secho(f"{len(result.failed)} point(s) failed: {', '.join(result.failed)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+
+
+def _print_estimate(spec: "SweepSpec", n_steps: int) -> None:
+    from .sweep.aggregate import markdown
+    from .sweep.estimate import estimate as _estimate
+
+    if n_steps < 1:
+        _fail(f"--estimate must be a positive number of steps, got {n_steps}")
+    df = _estimate(spec, n_steps=n_steps)
+    cols = ["point", "steps", "s_per_step", "cpu_s_per_step", "train_s", "eval_s", "total_s", "total_cpu_s"]
+    typer.echo(markdown(df[cols]))
+    for what, col in (("wall", "total_s"), ("CPU", "total_cpu_s")):
+        train, ev = df[col.replace("total", "train")].sum(), df[col.replace("total", "eval")].sum()
+        typer.echo(f"total {what} time: {(train + ev) / 3600:.2f} h for {len(df)} points "
+                   f"(training {train / 3600:.2f} h, evaluation {ev / 3600:.2f} h)")
 
 
 # --- merge and SAE commands ---
