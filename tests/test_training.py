@@ -126,6 +126,7 @@ def test_corrupted_shard_is_detected(tmp_path):
         ({"optim": {"lr": -1}}, "lr"),
         ({"curriculum": {"dims": {"start": 2, "end": 9, "inc": 1, "interval": 5}, "points": {"start": 3, "end": 7, "inc": 2, "interval": 5}}}, "n_dims"),
         ({"capture": {"hooks": ["blocks.7.hook_resid_post"]}}, "blocks.7.hook_resid_post"),
+        ({"task": {"name": "sparse_linear_regression"}, "curriculum": {"dims": {"start": 2, "end": 3, "inc": 1, "interval": 5}, "points": {"start": 3, "end": 7, "inc": 2, "interval": 5}}}, "dims.start=2"),
     ],
 )
 def test_bad_config_names_field_and_writes_nothing(tmp_path, over, field):

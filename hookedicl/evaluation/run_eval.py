@@ -30,6 +30,13 @@ def evaluate_run(
     cfg = run.config
     ev = cfg.eval
     task = run.task()
+    if step is None:  # the newest checkpoint that verifies (what load_model picks)
+        from ..training.checkpoints import latest_good
+
+        entry = latest_good(run.checkpoint_dir)
+        if entry is None:
+            raise ValueError(f"{run.path} has no usable checkpoint")
+        step = entry["step"]
     model = run.load_model(step)
     names = baselines if baselines is not None else ev.baselines
     if ev.score_baseline not in names:
@@ -42,7 +49,7 @@ def evaluate_run(
         batch_size=ev.batch_size, seed=ev.seed,
     )
     summary = result.to_json_dict(model="model", baseline=ev.score_baseline if task.y_dim == 1 else "model")
-    summary["step"] = step if step is not None else run.checkpoints[-1]
+    summary["step"] = step
     summary["n_dims"] = task.n_dims
     summary["baseline_kwargs"] = {n: ev.baseline_kwargs.get(n, {}) for n in names}
     if write:

@@ -208,6 +208,15 @@ class TrainConfig(_Config):
             task = self.task.build()
         except (ValueError, TypeError) as e:
             raise ValueError(f"task: {e}") from e
+        if self.curriculum is not None:  # the first curriculum stage must be a valid prompt of the task
+            import torch
+
+            dims, points = self.curriculum.at(0)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    task.sample(1, points, n_dims_active=dims)
+            except ValueError as e:
+                raise ValueError(f"curriculum: at step 0 (dims.start={dims}, points.start={points}) the task fails: {e}") from e
         try:
             spec = self.model.spec(task.n_dims, task.y_dim, self.task.n_points)
         except (ValueError, TypeError) as e:
