@@ -30,7 +30,7 @@ Sections:
    capturing every layer's residual stream (`blocks.*.hook_resid_post`) with
    `hookedicl.training.recorder.ActivationRecorder` (as the trainer does with
    `capture.hooks=["blocks.*.hook_resid_post"]`), amortised over `capture.every = 100` steps.
-4. The Mamba selective scan: `hookedicl.models.scan` parallel vs its sequential reference vs HF's
+4. The Mamba selective scan: `hookedicl.models.scan` chunked (the CPU default) and parallel vs its sequential reference vs HF's
    `mamba_selective_scan` (recurrent loop), and the whole mixer (hookedicl `MambaMixer` with
    each scan vs HF `MambaMixer`, same weights); forward (no grad) and forward + backward.
 5. Intra-op threads: the gpt2 training step at 1 vs 2 threads (small and standard size), the
@@ -450,6 +450,8 @@ def peak_memory(arch: str, side: str, s: Size, batch: int, threads: int, seed: i
 def section_training(args, sizes, plans, report) -> dict:
     rows = []
     for size_name, arch in itertools.product(("small", "standard"), ("gpt2", "llama", "mamba", "mambaformer")):
+        if arch not in args.archs.split(","):
+            continue
         s = sizes[size_name]
         batch = s.mamba_batch if arch in ("mamba", "mambaformer") else s.batch
         threads = case_threads(args, s.d_model)
@@ -668,6 +670,7 @@ def section_scan(args, sizes, plans, report) -> dict:
         B, C = torch.randn(batch, L, n, generator=g), torch.randn(batch, L, n, generator=g)
         D = torch.ones(d_inner)
         scan_fns = {
+            "hookedicl chunked": lambda u, dt, A, B, C, D: hscan.selective_scan(u, dt, A, B, C, D, method="chunked"),
             "hookedicl parallel": lambda u, dt, A, B, C, D: hscan.selective_scan(u, dt, A, B, C, D, method="parallel"),
             "hookedicl sequential": lambda u, dt, A, B, C, D: hscan.selective_scan(u, dt, A, B, C, D, method="sequential"),
             "HF mamba_selective_scan": lambda u, dt, A, B, C, D: hf_scan(
@@ -700,15 +703,14 @@ def section_scan(args, sizes, plans, report) -> dict:
         # whole mixer, same weights
         torch.manual_seed(args.seed)
         hf_mixer = HFMambaMixer(hf_config("mamba", s), layer_idx=0)
-        ours = {meth: MambaMixer(d, **MAMBA) for meth in ("parallel", "sequential")}
+        ours = {meth: MambaMixer(d, **MAMBA) for meth in ("chunked", "parallel", "sequential")}
         for meth, mod in ours.items():
             mod.load_state_dict(hf_mixer.state_dict(), strict=True)
             mod.scan_method = meth
         x = torch.randn(batch, L, d, generator=g)
         xg = x.clone().requires_grad_(True)
         mix_cot = torch.randn(batch, L, d, generator=g)
-        mixers = {"hookedicl MambaMixer parallel": ours["parallel"], "hookedicl MambaMixer sequential": ours["sequential"],
-                  "HF MambaMixer": hf_mixer}
+        mixers = {**{f"hookedicl MambaMixer {m}": mod for m, mod in ours.items()}, "HF MambaMixer": hf_mixer}
         with torch.no_grad():
             mix_ref = hf_mixer(x)
             mix_diff = {k: (mod(x) - mix_ref).abs().max().item() for k, mod in mixers.items()}
@@ -835,6 +837,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=str, default=None, help="also write the results as JSON here")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every case (default: auto_threads(d_model))")
     ap.add_argument("--sections", type=str, default="1,2,3,4,5,6", help="comma-separated sections to run")
+    ap.add_argument("--archs", type=str, default="gpt2,llama,mamba,mambaformer", help="section 1: architectures to time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mem-steps", type=int, default=MEM_STEPS, help="training steps per memory child process")
     ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
