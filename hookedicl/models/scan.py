@@ -84,62 +84,64 @@ class ChunkedSelectiveScan(torch.autograd.Function):
     Forward keeps only the states at chunk boundaries (every `chunk` positions); backward walks
     the chunks in reverse, recomputes a chunk's states from its boundary state and runs the
     adjoint recurrence g_t = C_t ∂L/∂y_t + a_{t+1} g_{t+1} through it. Every tensor touched per
-    step is `(batch, d_inner, d_state)`, small enough to stay in cache on a CPU, and memory is
+    step is one state `(batch, d_state, d_inner)` (channels last, so the reductions over d_state
+    are vectorised adds), small enough to stay in cache on a CPU; memory is
     O((L / chunk + chunk) · batch · d_inner · d_state) instead of O(L · ...).
     """
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C, D, chunk: int):  # type: ignore[override]
         b, n_pos, d = u.shape
-        h = u.new_zeros(b, d, A.shape[1])
+        At = A.t().contiguous()  # (n, d)
+        h = u.new_zeros(b, At.shape[0], d)
         ys = u.new_empty(b, n_pos, d)
-        starts = list(range(0, n_pos, chunk))
-        boundary = u.new_empty(b, len(starts), d, A.shape[1])
+        boundary = u.new_empty(b, -(-n_pos // chunk), At.shape[0], d)
         dtu = dt * u
         for t in range(n_pos):
             if t % chunk == 0:
                 boundary[:, t // chunk] = h
-            h = torch.addcmul(dtu[:, t, :, None] * B[:, t, None, :], torch.exp(dt[:, t, :, None] * A), h)
-            ys[:, t] = torch.einsum("bdn,bn->bd", h, C[:, t])
-        ctx.save_for_backward(u, dt, A, B, C, D, boundary)
+            a = torch.exp(dt[:, t, None, :] * At)
+            h = torch.addcmul(B[:, t, :, None] * dtu[:, t, None, :], a, h)
+            ys[:, t] = (h * C[:, t, :, None]).sum(1)
+        ctx.save_for_backward(u, dt, At, B, C, D, boundary)
         ctx.chunk = chunk
         return torch.addcmul(ys, u, D)
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
-        u, dt, A, B, C, D, boundary = ctx.saved_tensors
+        u, dt, At, B, C, D, boundary = ctx.saved_tensors
         chunk, n_pos = ctx.chunk, u.shape[1]
         dtu = dt * u
         g_u, g_dt = torch.empty_like(u), torch.empty_like(dt)
         g_B, g_C = torch.empty_like(B), torch.empty_like(C)
-        g_A = torch.zeros_like(A)
+        g_At = torch.zeros_like(At)
         g = torch.zeros_like(boundary[:, 0])  # adjoint of h_t, carried backwards
         a_next = None  # decay a_{t+1}
         for c in reversed(range(boundary.shape[1])):
             lo, hi = c * chunk, min((c + 1) * chunk, n_pos)
             decays, states, h = [], [], boundary[:, c]
             for t in range(lo, hi):  # recompute this chunk's decays and states
-                a = torch.exp(dt[:, t, :, None] * A)
-                h = torch.addcmul(dtu[:, t, :, None] * B[:, t, None, :], a, h)
+                a = torch.exp(dt[:, t, None, :] * At)
+                h = torch.addcmul(B[:, t, :, None] * dtu[:, t, None, :], a, h)
                 decays.append(a)
                 states.append(h)
             for t in reversed(range(lo, hi)):
                 i = t - lo
                 a, h_t = decays[i], states[i]
                 h_prev = states[i - 1] if i > 0 else boundary[:, c]
-                gy = grad_y[:, t]
-                g_C[:, t] = torch.einsum("bdn,bd->bn", h_t, gy)
-                g = gy[:, :, None] * C[:, t, None, :] + (a_next * g if a_next is not None else 0)
-                g_logdecay = g * h_prev * a  # ∂L/∂(Δ_t A)
-                g_dtu = torch.einsum("bdn,bn->bd", g, B[:, t])
-                g_B[:, t] = torch.einsum("bdn,bd->bn", g, dtu[:, t])
-                g_dt[:, t] = torch.einsum("bdn,dn->bd", g_logdecay, A) + g_dtu * u[:, t]
-                g_A += torch.einsum("bdn,bd->dn", g_logdecay, dt[:, t])
+                gy = grad_y[:, t, None, :]  # (b, 1, d)
+                g_C[:, t] = (h_t * gy).sum(-1)
+                g = gy * C[:, t, :, None] if a_next is None else torch.addcmul(gy * C[:, t, :, None], a_next, g)
+                g_logdecay = g * h_prev * a  # ∂L/∂(Δ_t A), (b, n, d)
+                g_dtu = (g * B[:, t, :, None]).sum(1)
+                g_B[:, t] = (g * dtu[:, t, None, :]).sum(-1)
+                g_dt[:, t] = torch.addcmul((g_logdecay * At).sum(1), g_dtu, u[:, t])
+                g_At += (g_logdecay * dt[:, t, None, :]).sum(0)
                 g_u[:, t] = g_dtu * dt[:, t]
                 a_next = a
         g_u += grad_y * D
         g_D = (grad_y * u).sum((0, 1))
-        return g_u, g_dt, g_A, g_B, g_C, g_D, None
+        return g_u, g_dt, g_At.t(), g_B, g_C, g_D, None
 
 
 def _discretize(u, dt, A, B):
