@@ -57,6 +57,12 @@ def test_train_eval_report(tmp_path):
     assert res.exit_code == 0, res.output
     page = (out / "report" / "index.html").read_text()
     assert "ICL regression score" in page and (out / "report" / "error_curves.png").exists()
+    # fine-tune it
+    res = runner.invoke(app, ["train", str(p), "--out", str(tmp_path / "ft"), "--init-from", f"{out}:3"])
+    assert res.exit_code == 0, res.output
+    assert hi.Run(tmp_path / "ft").lineage["parents"][0]["step"] == 3
+    res = runner.invoke(app, ["train", str(p), "--out", str(tmp_path / "ft2"), "--init-from", f"{out}:4"])
+    assert res.exit_code == 2 and "no checkpoint at step 4" in res.output
 
 
 def test_bad_config_exits_with_message_and_writes_nothing(tmp_path):

@@ -167,3 +167,44 @@ def test_preset_layout_is_kept_unless_overridden():
     assert c.build_spec().layout == "paired"
     c = cfg(model={"arch": "gpt2", "layout": "akyurek"})
     assert c.build_spec().layout == "akyurek"
+
+
+def test_init_from_fine_tunes_from_a_checkpoint_and_records_lineage(tmp_path):
+    base = train(cfg(steps=20), tmp_path / "base")
+    ft_cfg = cfg(steps=5, task={"name": "sparse_linear_regression", "kwargs": {"k": 2}},
+                 init_from=f"{base.path}:10", capture={"hooks": ["blocks.1.hook_resid_post"], "every": 100, "n_prompts": 2})
+    ft = train(ft_cfg, tmp_path / "ft")
+    # the capture at step 0 is the parent's step-10 model on the fine-tune's first batch
+    shard = ft.activations.load(0)
+    parent = base.load_model(10)
+    _, cache = parent.run_with_cache(shard["xs"], shard["ys"], names_filter="blocks.1.hook_resid_post")
+    assert torch.allclose(cache["blocks.1.hook_resid_post"], shard["act"]["blocks.1.hook_resid_post"], atol=1e-6)
+    lin = ft.lineage
+    assert lin["how"] == "init_from" and len(lin["parents"]) == 1
+    p = lin["parents"][0]
+    assert p["run"] == str(base.path.resolve()) and p["step"] == 10 and p["lineage"] is None
+    assert p["config"]["task"]["name"] == "linear_regression"
+    index = json.loads((base.checkpoint_dir / "index.json").read_text())
+    assert p["sha256_model"] == next(e["sha256_model"] for e in index if e["step"] == 10)
+    # a fine-tune of the fine-tune keeps the whole chain; resuming keeps the lineage
+    ft2 = train(cfg(steps=3, init_from=str(ft.path)), tmp_path / "ft2")
+    assert ft2.lineage["parents"][0]["lineage"]["parents"][0]["step"] == 10
+    train(cfg(steps=6, init_from=str(ft.path)), tmp_path / "ft2", resume=True)
+    assert Run(tmp_path / "ft2").lineage == ft2.lineage
+    assert base.lineage is None
+
+
+@pytest.mark.parametrize(
+    "init_from,over,match",
+    [
+        ("{base}:7", {}, "no checkpoint at step 7"),
+        ("{base}/nope", {}, "not a run directory"),
+        ("{base}:x1", {}, "must be a checkpoint step"),
+        ("{base}", {"model": {"d_model": 16}}, r"differs from this config's model in \['d_model'"),
+    ],
+)
+def test_init_from_errors_name_the_problem_and_write_nothing(tmp_path, init_from, over, match):
+    base = train(cfg(steps=10), tmp_path / "base")
+    with pytest.raises(ValueError, match=match):
+        train(cfg(steps=3, init_from=init_from.format(base=base.path), **over), tmp_path / "ft")
+    assert not (tmp_path / "ft").exists()

@@ -31,12 +31,9 @@ def evaluate_run(
     ev = cfg.eval
     task = run.task()
     if step is None:  # the newest checkpoint that verifies (what load_model picks)
-        from ..training.checkpoints import latest_good
+        from ..training.checkpoints import verified_entry
 
-        entry = latest_good(run.checkpoint_dir)
-        if entry is None:
-            raise ValueError(f"{run.path} has no usable checkpoint")
-        step = entry["step"]
+        step = verified_entry(run.checkpoint_dir)["step"]
     model = run.load_model(step)
     names = baselines if baselines is not None else ev.baselines
     if ev.score_baseline not in names:

@@ -81,24 +81,33 @@ def latest_good(directory: str | Path, at_most: int | None = None) -> dict[str, 
     return None
 
 
+def verified_entry(directory: str | Path, step: int | None = None) -> dict[str, Any]:
+    """Index entry of checkpoint `step` (default: the newest good one), its files verified.
+
+    Raises ValueError when there is no usable checkpoint, no checkpoint at `step`, or its files
+    are missing or corrupted."""
+    d = Path(directory)
+    if step is None:
+        e = latest_good(d)
+        if e is None:
+            raise ValueError(f"no usable checkpoint in {d}")
+        return e
+    matches = [e for e in _index(d) if e["step"] == step]
+    if not matches:
+        raise ValueError(f"no checkpoint at step {step} in {d}; available: {list_checkpoints(d)}")
+    problem = _verify(d, matches[0])
+    if problem:
+        raise ValueError(problem)
+    return matches[0]
+
+
 def load_weights(directory: str | Path, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
     """(state_dict, spec dict, step) of checkpoint `step` (default: the newest good one)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     d = Path(directory)
-    if step is None:
-        e = latest_good(d)
-        if e is None:
-            raise ValueError(f"no usable checkpoint in {d}")
-    else:
-        matches = [e for e in _index(d) if e["step"] == step]
-        if not matches:
-            raise ValueError(f"no checkpoint at step {step} in {d}; available: {list_checkpoints(d)}")
-        e = matches[0]
-        problem = _verify(d, e)
-        if problem:
-            raise ValueError(problem)
+    e = verified_entry(d, step)
     path = d / e["model"]
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}

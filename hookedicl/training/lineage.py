@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_json
-from .checkpoints import _index, _verify, latest_good, load_weights
+from .checkpoints import load_weights, verified_entry
 
 LINEAGE = "lineage.json"
 
@@ -49,18 +49,7 @@ def parent_entry(run_dir: str | Path, step: int | None = None) -> tuple[dict[str
     if not (d / "config.yaml").is_file():
         raise ValueError(f"{d} is not a run directory (no config.yaml)")
     ckpts = d / "checkpoints"
-    if step is None:
-        entry = latest_good(ckpts)
-        if entry is None:
-            raise ValueError(f"{d} has no usable checkpoint")
-    else:
-        entries = [e for e in _index(ckpts) if e["step"] == step]
-        if not entries:
-            raise ValueError(f"{d} has no checkpoint at step {step}; available: {[e['step'] for e in _index(ckpts)]}")
-        entry = entries[0]
-        problem = _verify(ckpts, entry)
-        if problem:
-            raise ValueError(problem)
+    entry = verified_entry(ckpts, step)
     weights, spec, got = load_weights(ckpts, entry["step"])
     parent = {
         "run": str(d.resolve()),
