@@ -93,6 +93,11 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
         weights, _, start = load_weights(out / "checkpoints", entry["step"])
         model.load_state_dict(weights)
         state = load_state(out / "checkpoints", entry)
+        if "optimizer" not in state:
+            raise ValueError(
+                f"{out} holds no optimiser state at step {start} (e.g. a run exported from a shipped "
+                f"checkpoint); it can be evaluated and analysed, not resumed; fine-tune it with init_from instead"
+            )
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["rng_data"])
