@@ -221,8 +221,9 @@ class SweepSpec(_Strict):
         """Every point of the sweep, each with a validated `TrainConfig`.
 
         Raises ValueError naming the sweep field (and point) for an unknown or conflicting field,
-        an invalid value, a task that cannot be sampled under the point's curriculum, an
-        `error_at_k` outside a point's prompt, or two points that would share a directory.
+        an invalid value (including a task that cannot be sampled under the point's curriculum,
+        which TrainConfig checks), an `error_at_k` outside a point's prompt, or two points that
+        would share a directory.
         """
         if not (self.grid or self.variants or self.points):
             raise ValueError("a sweep needs at least one of grid, variants or points")
@@ -279,7 +280,6 @@ class SweepSpec(_Strict):
             cfg = TrainConfig.model_validate(data)
         except ValidationError as e:
             raise ValueError(f"point {pid!r} ({where}): invalid training config: {_errors(e)}") from None
-        _check_sampling(cfg, pid, where)
         ks = self.results.error_at_k or []
         bad = [k for k in ks if k >= cfg.task.n_points]
         if bad:
@@ -365,23 +365,6 @@ def _errors(e: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(msg if not loc or msg.startswith(f"{loc}[") else f"{loc}: {msg}")
     return "; ".join(parts)
-
-
-def _check_sampling(cfg: TrainConfig, pid: str, where: str) -> None:
-    """Sample one tiny batch at the curriculum's start and end (catches e.g. k > active dims)."""
-    import torch
-
-    task = cfg.build_task()
-    stages = [cfg.curriculum.at(0), cfg.curriculum.final] if cfg.curriculum else [(task.n_dims, cfg.task.n_points)]
-    for dims, n_points in stages:
-        try:
-            with torch.random.fork_rng(devices=[]):
-                task.sample(1, n_points, generator=torch.Generator().manual_seed(0), n_dims_active=dims)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"point {pid!r} ({where}): task {cfg.task.name!r} cannot be sampled with n_dims_active={dims}, "
-                f"n_points={n_points} (task.*, curriculum.*): {e}"
-            ) from None
 
 
 # ------------------------------------------------------------------- point ids

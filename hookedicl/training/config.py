@@ -208,15 +208,18 @@ class TrainConfig(_Config):
             task = self.task.build()
         except (ValueError, TypeError) as e:
             raise ValueError(f"task: {e}") from e
-        if self.curriculum is not None:  # the first curriculum stage must be a valid prompt of the task
-            import torch
+        # one tiny prompt at the curriculum's first and last stage (catches e.g. sparse k > dims.start)
+        import torch
 
-            dims, points = self.curriculum.at(0)
+        c = self.curriculum
+        stages = {"at step 0": c.at(0), "at its end": c.final} if c else {"": (task.n_dims, self.task.n_points)}
+        for when, (dims, points) in stages.items():
             try:
                 with torch.random.fork_rng(devices=[]):
-                    task.sample(1, points, n_dims_active=dims)
-            except ValueError as e:
-                raise ValueError(f"curriculum: at step 0 (dims.start={dims}, points.start={points}) the task fails: {e}") from e
+                    task.sample(1, points, generator=torch.Generator().manual_seed(0), n_dims_active=dims)
+            except (ValueError, TypeError) as e:
+                where = f"curriculum: {when} (dims={dims}, points={points})" if c else f"task (n_points={points})"
+                raise ValueError(f"{where} the task cannot be sampled: {e}") from e
         try:
             spec = self.model.spec(task.n_dims, task.y_dim, self.task.n_points)
         except (ValueError, TypeError) as e:
