@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hookedicl demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
