@@ -10,6 +10,13 @@ Each module holds one analysis with a Python function returning a tidy DataFrame
   probe      linear / MLP probes for w, Xᵀy, w_OLS, w_ridge, w_GD per layer and position
   ablate     zero / mean / resample ablation of heads, slots, the Mamba state, residual directions
   patch      activation patching between clean and corrupted prompts
+
+and, outside the `analyze_run` registry (CLI: `hookedicl merge`, `hookedicl sae`):
+
+  merge      slerp / linear merging of two runs into a new run directory
+  sae        sparse autoencoders (TopK, L1-ReLU); sae_eval: FVU, L0, dead fraction, splicing;
+             sae_run: an SAE on one hook of a run
+  features   matching SAE features across models, feature flow, correlations with task quantities
 """
 
 from __future__ import annotations
@@ -42,3 +49,10 @@ def analyze_run(run: Any, what: str, *, out_dir: str | Path | None = None, n_pro
         save_figure(fig, out / what)
         pyplot().close(fig)
     return df
+
+
+from .features import cosine_matrix, feature_flow, flow_counts, match_features, merge_origins, task_correlations  # noqa: E402, F401
+from .merge import lerp_tensors, merge_models, merge_runs, merge_state_dicts, slerp_tensors  # noqa: E402, F401
+from .sae import SAEConfig, SparseAutoencoder, load_sae, save_sae, train_sae  # noqa: E402, F401
+from .sae_eval import collect_activations, run_activations, sae_metrics, splice_effect, spliced_predictions  # noqa: E402, F401
+from .sae_run import train_run_sae  # noqa: E402, F401
