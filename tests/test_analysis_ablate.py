@@ -19,13 +19,6 @@ from hookedicl.training import TrainConfig, train
 SMALL = dict(n_dims=3, d_model=16, n_layers=2, n_heads=2, d_state=4, expand=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def no_hooks(model) -> bool:
     return all(not hp._forward_hooks and not hp._backward_hooks for hp in model.hook_dict.values())

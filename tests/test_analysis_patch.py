@@ -18,13 +18,6 @@ SMALL = dict(n_dims=3, d_model=16, n_layers=2, n_heads=2, d_state=4, expand=2)
 TASK = hi.make_task("linear_regression", n_dims=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def build(arch: str):
     # an untrained linear-attention model at the default init is numerically blind to its context

@@ -18,13 +18,6 @@ from hookedicl.models.convert import from_hf, from_state_dict  # noqa: E402
 N_DIMS = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Wrapper(nn.Module):
     """The shape of Garg et al.'s `TransformerModel` / Campbell et al.'s models."""

@@ -28,13 +28,6 @@ TINY_RUN = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def model(seed: int):
     torch.manual_seed(seed)

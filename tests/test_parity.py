@@ -18,14 +18,6 @@ TOL = 1e-4
 N_DIMS = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops are ~100x slower with 2 intra-op threads on the CI machines; restore afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def garg_tokens(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """Garg et al.'s `_combine`: x token = x, y token = [y, 0, ..., 0]."""

@@ -18,13 +18,6 @@ from hookedicl.cli import app
 from hookedicl.training import TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def synthetic(n: int = 6000, d: int = 12, m: int = 24, p: float = 3 / 24, seed: int = 0, offset: float = 1.0):
     """Tokens x = Σ_i a_i f_i + noise with m unit directions f_i, each on with probability p."""

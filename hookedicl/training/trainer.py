@@ -54,9 +54,13 @@ def train(config: TrainConfig | str | Path, out_dir: str | Path | None = None, *
     entry = prepare_run_dir(out, cfg, resume)
     init = resolve_init(cfg) if entry is None and not (out / "config.yaml").exists() else None
     out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
     with run_lock(out):
         remove_stale_temporaries(out)
-        _train(cfg, out, entry, init)
+        try:
+            _train(cfg, out, entry, init)
+        finally:
+            torch.set_num_threads(threads)  # the config's thread count applies to training only
     return Run(out)
 
 
