@@ -33,6 +33,8 @@ from sklearn.neighbors import KNeighborsRegressor
 
 import hookedicl.baselines as B
 
+from ._machine import cpu_model, n_cpus
+
 
 def loop_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     batch, n, _ = x.shape
@@ -110,24 +112,14 @@ CASES = {
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     try:
         from threadpoolctl import threadpool_info
         pools = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
     except Exception:  # pragma: no cover - threadpoolctl ships with scikit-learn
         pools = []
     return {
-        "nproc": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                  else os.cpu_count()),
-        "cpu_model": model,
+        "nproc": n_cpus(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,

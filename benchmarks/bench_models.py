@@ -88,6 +88,8 @@ from hookedicl.models.mamba import MambaMixer
 from hookedicl.training.recorder import ActivationRecorder, resolve_hooks
 from hookedicl.training.threads import auto_threads
 
+from ._machine import cpu_model, n_cpus
+
 ROOT = Path(__file__).resolve().parents[1]
 MAMBA = dict(d_state=16, expand=4, d_conv=4)
 CAPTURE_EVERY = 100
@@ -174,20 +176,11 @@ def case_threads(args: argparse.Namespace, d_model: int) -> int:
 
 # ------------------------------------------------------------------------------------ machine
 def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     import transformers
 
     return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": model,
+        "nproc": n_cpus(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
