@@ -21,11 +21,11 @@ from ..tasks import Curriculum
 def parse_init_from(value: str) -> tuple[Path, int | None]:
     """`"RUN_DIR"` -> (RUN_DIR, None); `"RUN_DIR:STEP"` -> (RUN_DIR, STEP)."""
     head, sep, tail = value.rpartition(":")
-    if sep and tail.strip().isdigit() and head:
-        return Path(head), int(tail)
-    if sep and head and not tail.strip().isdigit() and "/" not in tail and tail:
+    if not (sep and head and tail) or "/" in tail:  # no ':STEP' suffix
+        return Path(value), None
+    if not tail.strip().isdigit():
         raise ValueError(f"init_from: the part after ':' must be a checkpoint step, got {tail!r} in {value!r}")
-    return Path(value), None
+    return Path(head), int(tail)
 
 
 class _Config(BaseModel):
