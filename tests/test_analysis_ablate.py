@@ -100,8 +100,13 @@ def test_slot_and_direction_ablations_are_exact():
 
 
 def test_mamba_state_ablation():
+    torch.manual_seed(0)
     model = hi.build_model("mamba", **SMALL, init_std=0.5)  # large enough for the state to matter
     batch = prompts()
+    # hooking the state computes it with the parallel scan; compare with that scan's clean output
+    # (the default chunked scan agrees only to ~1e-6 at this init scale)
+    for block in model.blocks:
+        block.mixer.scan_method = "parallel"
     clean = model(batch.xs, batch.ys)
     zero = A.ablated_predictions(model, batch.xs, batch.ys, A.SSMState(0))
     assert (zero - clean).abs().max() > 1e-5
