@@ -281,3 +281,19 @@ def test_backward_through_every_preset():
         loss.backward()
         grads = [p.grad for p in m.parameters() if p.requires_grad]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), arch
+
+
+@pytest.mark.parametrize("k,bias", [(4, True), (2, False), (1, True)])
+def test_causal_depthwise_conv_matches_conv1d(k, bias):
+    from hookedicl.models.mamba import causal_depthwise_conv
+
+    torch.manual_seed(k)
+    conv = torch.nn.Conv1d(6, 6, k, groups=6, padding=k - 1, bias=bias).double()
+    x = torch.randn(3, 9, 6, dtype=torch.float64, requires_grad=True)
+    ref = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
+    out = causal_depthwise_conv(x, conv.weight, conv.bias)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b)

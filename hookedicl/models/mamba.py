@@ -26,6 +26,23 @@ from .hooks import HookPoint, is_hooked
 from .scan import ScanMethod, cuda_scan_available, selective_scan, ssm_states, y_from_state
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Causal depthwise conv along positions, channels last: what `nn.Conv1d(d, d, k, groups=d,
+    padding=k - 1)` computes on `x.transpose(1, 2)`, cut to the first L outputs.
+
+    `x` `[batch, L, d]`, `weight` `[d, 1, k]` (the Conv1d layout), `bias` `[d]` -> `[batch, L, d]`.
+    k shifted multiply-adds: on CPU about 2x faster than Conv1d forward + backward at these sizes
+    (no transposes; Conv1d's depthwise backward is the slow part).
+    """
+    k, n = weight.shape[-1], x.shape[1]
+    xp = F.pad(x, (0, 0, k - 1, 0))
+    w = weight[:, 0, :].t()  # [k, d]
+    y = xp[:, k - 1:] * w[k - 1] if bias is None else torch.addcmul(bias, xp[:, k - 1:], w[k - 1])
+    for j in range(k - 1):
+        y = torch.addcmul(y, xp[:, j : j + n], w[j])
+    return y
+
+
 class MambaMixer(nn.Module):
     def __init__(
         self,
@@ -73,11 +90,10 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """`hidden` `[batch, pos, d_model]` -> `[batch, pos, d_model]`."""
-        n = hidden.shape[1]
         xz = self.hook_in_proj(self.in_proj(hidden))
         x, z = xz.chunk(2, dim=-1)
         z = self.hook_gate(z)
-        conv = self.hook_conv(self.conv1d(x.transpose(1, 2))[..., :n].transpose(1, 2))
+        conv = self.hook_conv(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
         u = self.hook_x(F.silu(conv))
         dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = self.hook_dt(F.softplus(self.dt_proj(dt_low)))
