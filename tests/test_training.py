@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -209,3 +210,20 @@ def test_init_from_errors_name_the_problem_and_write_nothing(tmp_path, init_from
     with pytest.raises(ValueError, match=match):
         train(cfg(steps=3, init_from=init_from.format(base=base.path), **over), tmp_path / "ft")
     assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_matches_eager_and_still_captures(tmp_path):
+    # compile: the steps without capture run the compiled module, capture steps the eager one
+    c = dict(steps=6, model={"n_layers": 1, "d_model": 16}, log={"every": 1},
+             capture={"hooks": ["blocks.0.hook_resid_post"], "every": 3, "n_prompts": 2})
+    eager = train(cfg(**c), tmp_path / "eager")
+    fast = train(cfg(compile=True, **c), tmp_path / "compiled")
+    assert fast.activations.steps == eager.activations.steps == [0, 3, 5]
+    a, b = eager.metrics()["loss"].to_numpy(), fast.metrics()["loss"].to_numpy()
+    assert abs(a - b).max() < 1e-4 * abs(a).max()
+    for step in eager.activations.steps:
+        ea, fa = eager.activations.load(step)["act"], fast.activations.load(step)["act"]
+        assert torch.allclose(ea["blocks.0.hook_resid_post"], fa["blocks.0.hook_resid_post"], atol=1e-4)
+    # the compile flag is an execution setting: a run may be resumed with it switched
+    train(cfg(**{**c, "steps": 8}), tmp_path / "compiled", resume=True)

@@ -171,6 +171,10 @@ class TrainConfig(_Config):
     batch_size: PositiveInt = 64
     threads: PositiveInt | None = None  # torch intra-op threads; None: every core (hookedicl.training.threads)
     device: str = "cpu"
+    # torch.compile the model for the steps that capture nothing (capture steps run it eagerly, so
+    # their hooks fire); one compilation per prompt length of the curriculum. docs/training.md
+    # has what it cost and gained here.
+    compile: bool = False
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     curriculum: Curriculum | None = None

@@ -162,7 +162,7 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any
     """Check the output location before training; returns the checkpoint entry to resume from.
 
     Raises ValueError when the directory holds another run (without `resume`), when a resumed
-    config differs from the stored one (other than `steps`), or when the location is unwritable.
+    config differs from the stored one (other than `steps` and `compile`), or when the location is unwritable.
     Writes nothing on failure.
     """
     stored = path / "config.yaml"
@@ -170,8 +170,8 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any
     if stored.exists():
         if not resume:
             raise ValueError(f"{path} already holds a run; pass resume=True (--resume) or choose another output")
-        old = TrainConfig.load(stored).model_dump(exclude={"steps"})
-        new = cfg.model_dump(exclude={"steps"})
+        old = TrainConfig.load(stored).model_dump(exclude={"steps", "compile"})
+        new = cfg.model_dump(exclude={"steps", "compile"})
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new.get(k))
             raise ValueError(f"cannot resume {path}: config differs from the stored one in {diff}")

@@ -117,6 +117,9 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
     log_baselines = {n: B.get(n) for n in cfg.log.baselines} if task.y_dim == 1 else {}
     last = cfg.steps - 1
     model.train()
+    # Compiled forward for the steps without capture; capture steps call the eager module, whose
+    # HookPoints fire (hooks added to a compiled module after tracing would be ignored).
+    fast = torch.compile(model, dynamic=False) if cfg.compile else model
     bar = tqdm(
         total=cfg.steps, initial=start, disable=not cfg.log.progress, desc=cfg.name, dynamic_ncols=True,
         mininterval=0.2 if sys.stderr.isatty() else 10.0,
@@ -125,9 +128,10 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
     for step in range(start, cfg.steps):
         n_dims, n_points = cfg.curriculum.at(step) if cfg.curriculum else (task.n_dims, cfg.task.n_points)
         batch = task.sample(cfg.batch_size, n_points, generator=gen, n_dims_active=n_dims).to(device)
-        capture = recorder.capture(model, batch, step) if recorder.due(step, last) else contextlib.nullcontext()
+        due = recorder.due(step, last)
+        capture = recorder.capture(model, batch, step) if due else contextlib.nullcontext()
         with capture:
-            preds = model(batch.xs, batch.ys)
+            preds = (model if due else fast)(batch.xs, batch.ys)
         loss = icl_loss(preds, batch.ys, task.loss_positions)
         opt.zero_grad(set_to_none=True)
         loss.backward()
