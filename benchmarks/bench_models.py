@@ -1,7 +1,7 @@
 """hookedicl models vs the Garg/Campbell HF-backbone wrapper: training and inference speed, memory.
 
     python -m benchmarks.bench_models [--quick] [--out results.json] [--threads N]
-                                      [--sections 1,2,3,4,5,6]
+                                      [--sections 1,2,3,4,5,6,7]
 
 The peer is the in-context-learning model of Garg et al. / Campbell et al., built here from
 `transformers`: `read_in = nn.Linear(n_dims, d_model)`, an HF `GPT2Model` / `LlamaModel` /
@@ -41,6 +41,9 @@ Sections:
    tokens, L layers, d = d_model; attention counts QK^T and AV over the full T x T (no causal
    saving); backward = 2 x forward. Peak: median time of `torch.mm` of two 2048 x 2048 fp32
    matrices (2 x 2048^3 FLOPs) at the same thread count.
+7. `torch.compile` (inductor, dynamic=False): the small-size training step of the archs in
+   `--compile-archs` (default gpt2), eager vs compiled, for hookedicl and the HF wrapper; the
+   first compiled step (compilation) is reported apart from the steady steps.
 
 Method: all variants of a measurement live in one process and are run interleaved (A, B, A, B,
 ..., the order alternating between rounds) after warm-up steps; each step is timed on its own
@@ -146,6 +149,7 @@ QUICK_PLAN = Plan(warmup=1, budget_s=0.0, min_rounds=2, max_rounds=2)
 _ALLOWANCE_S = {
     "small_case": 20.0, "standard_case": 45.0, "mamba_standard": 250.0, "mambaformer_standard": 30.0,
     "inference": 10.0, "hooks": 15.0, "scan": 70.0, "threads_standard": 25.0, "flops": 5.0,
+    "compile": 180.0,
 }
 
 
@@ -167,6 +171,8 @@ def estimate_seconds(sections: set[int]) -> float:
         s += p["small"].budget_s + p["standard"].budget_s + a["threads_standard"]
     if 6 in sections:
         s += a["flops"]
+    if 7 in sections:
+        s += p["small"].budget_s + a["compile"]
     return s
 
 
@@ -823,6 +829,46 @@ def section_flops(args, sizes, report, training: dict | None) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ 7. compile
+def section_compile(args, sizes, plans, report) -> dict:
+    """Training step, eager vs `torch.compile` (dynamic=False), hookedicl and the HF wrapper."""
+    s = sizes["small"]
+    rows = []
+    for arch in [a for a in args.compile_archs.split(",") if a]:
+        threads = case_threads(args, s.d_model)
+        torch.set_num_threads(threads)
+        batches = make_batches(s, s.batch, args.seed + 1)
+        variants, compile_s = {}, {}
+        for side in ("hookedicl", "hf"):
+            for compiled in (False, True):
+                model = build_side(arch, side, s, args.seed)
+                name = f"{side} {'compiled' if compiled else 'eager'}"
+                step = train_step(torch.compile(model, dynamic=False) if compiled else model, batches)
+                log(f"[7] {arch} {name}: first step ...")
+                t0 = time.perf_counter()
+                step()  # compiles the forward and backward graphs when compiled
+                compile_s[name] = time.perf_counter() - t0
+                variants[name] = step
+        stats = bench(variants, plans["small"])
+        rows.append({"arch": arch, "threads": threads, "batch": s.batch, "first_step_s": compile_s, "time": stats})
+        del variants
+        gc.collect()
+    report("## 7. torch.compile (training step, small size)\n")
+    report("| model | side | first step s (compiles) | eager ms/step (CPU) | compiled ms/step (CPU) | compiled speed-up |")
+    report("|---|---|---|---|---|---|")
+    for r in rows:
+        for side in ("hookedicl", "hf"):
+            e, c = r["time"][f"{side} eager"], r["time"][f"{side} compiled"]
+            report(f"| {r['arch']} | {side} | {r['first_step_s'][side + ' compiled']:.1f} | "
+                   f"{e['median_s'] * 1e3:.1f} ({e['cpu_median_s'] * 1e3:.0f}) | "
+                   f"{c['median_s'] * 1e3:.1f} ({c['cpu_median_s'] * 1e3:.0f}) | {e['median_s'] / c['median_s']:.2f}× |")
+    if rows:
+        r = rows[0]
+        report(f"\nBatch {r['batch']}, {r['threads']} thread(s); the four variants interleaved. "
+               "`torch.compile(model, dynamic=False)`, inductor's default mode.")
+    return {"rows": rows}
+
+
 # ------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -831,6 +877,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every case (default: auto_threads(d_model))")
     ap.add_argument("--sections", type=str, default="1,2,3,4,5,6", help="comma-separated sections to run")
     ap.add_argument("--archs", type=str, default="gpt2,llama,mamba,mambaformer", help="section 1: architectures to time")
+    ap.add_argument("--compile-archs", type=str, default="gpt2", help="section 7: architectures to compile")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mem-steps", type=int, default=MEM_STEPS, help="training steps per memory child process")
     ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
@@ -875,6 +922,7 @@ def main(argv: list[str] | None = None) -> dict:
         (4, "scan", lambda: section_scan(args, sizes, plans, report)),
         (5, "threads", lambda: section_threads(args, sizes, plans, report)),
         (6, "flops", lambda: section_flops(args, sizes, report, result["sections"].get("training"))),
+        (7, "compile", lambda: section_compile(args, sizes, plans, report)),
     ]
     try:
         for number, name, fn in steps:
