@@ -97,13 +97,12 @@ class ChunkedSelectiveScan(torch.autograd.Function):
         ys = u.new_empty(b, n_pos, d)
         boundary = u.new_empty(b, -(-n_pos // chunk), At.shape[0], d)
         dtu = dt * u
-        C_row = C.unsqueeze(2)  # (b, L, 1, n): y_t = C_t h_t as a batched (1 x n)(n x d) product
         for t in range(n_pos):
             if t % chunk == 0:
                 boundary[:, t // chunk] = h
             a = torch.exp(dt[:, t, None, :] * At)
             h = torch.addcmul(B[:, t, :, None] * dtu[:, t, None, :], a, h)
-            torch.bmm(C_row[:, t], h, out=ys[:, t, None])
+            ys[:, t] = (h * C[:, t, :, None]).sum(1)
         ctx.save_for_backward(u, dt, At, B, C, D, boundary)
         ctx.chunk = chunk
         return torch.addcmul(ys, u, D)
@@ -119,8 +118,6 @@ class ChunkedSelectiveScan(torch.autograd.Function):
         g_At = torch.zeros_like(At)
         g = torch.zeros_like(boundary[:, 0])  # adjoint of h_t, carried backwards
         a_next = None  # decay a_{t+1}
-        # reductions over d_inner / d_state as batched matrix-vector products (no product tensor)
-        gy_col, dtu_col, B_row = grad_y.unsqueeze(-1), dtu.unsqueeze(-1), B.unsqueeze(2)
         for c in reversed(range(boundary.shape[1])):
             lo, hi = c * chunk, min((c + 1) * chunk, n_pos)
             decays, states, h = [], [], boundary[:, c]
@@ -134,12 +131,12 @@ class ChunkedSelectiveScan(torch.autograd.Function):
                 a, h_t = decays[i], states[i]
                 h_prev = states[i - 1] if i > 0 else boundary[:, c]
                 gy = grad_y[:, t, None, :]  # (b, 1, d)
-                torch.bmm(h_t, gy_col[:, t], out=g_C[:, t, :, None])
+                g_C[:, t] = (h_t * gy).sum(-1)
                 g = gy * C[:, t, :, None] if a_next is None else torch.addcmul(gy * C[:, t, :, None], a_next, g)
                 g_logdecay = g * h_prev  # ∂L/∂(Δ_t A), (b, n, d), after the next line
                 g_logdecay *= a
-                torch.bmm(B_row[:, t], g, out=g_dtu[:, t, None])
-                torch.bmm(g, dtu_col[:, t], out=g_B[:, t, :, None])
+                g_dtu[:, t] = (g * B[:, t, :, None]).sum(1)
+                g_B[:, t] = (g * dtu[:, t, None, :]).sum(-1)
                 g_dt_decay[:, t] = (g_logdecay * At).sum(1)
                 g_At += (g_logdecay * dt[:, t, None, :]).sum(0)
                 a_next = a
