@@ -449,7 +449,7 @@ def peak_memory(arch: str, side: str, s: Size, batch: int, threads: int, seed: i
 def section_training(args, sizes, plans, report) -> dict:
     rows = []
     for size_name, arch in itertools.product(("small", "standard"), ("gpt2", "llama", "mamba", "mambaformer")):
-        if arch not in args.archs.split(","):
+        if arch not in args.archs.split(",") or size_name not in args.sizes.split(","):
             continue
         s = sizes[size_name]
         batch = s.mamba_batch if arch in ("mamba", "mambaformer") else s.batch
@@ -877,6 +877,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every case (default: auto_threads(d_model))")
     ap.add_argument("--sections", type=str, default="1,2,3,4,5,6", help="comma-separated sections to run")
     ap.add_argument("--archs", type=str, default="gpt2,llama,mamba,mambaformer", help="section 1: architectures to time")
+    ap.add_argument("--sizes", type=str, default="small,standard", help="section 1: sizes to time")
     ap.add_argument("--compile-archs", type=str, default="gpt2", help="section 7: architectures to compile")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mem-steps", type=int, default=MEM_STEPS, help="training steps per memory child process")
