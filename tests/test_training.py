@@ -126,6 +126,7 @@ def test_corrupted_shard_is_detected(tmp_path):
         ({"steps": 0}, "steps"),
         ({"model": {"dmodel": 8}}, "dmodel"),
         ({"optim": {"lr": -1}}, "lr"),
+        ({"compile": "yes"}, "compile"),
         ({"curriculum": {"dims": {"start": 2, "end": 9, "inc": 1, "interval": 5}, "points": {"start": 3, "end": 7, "inc": 2, "interval": 5}}}, "n_dims"),
         ({"capture": {"hooks": ["blocks.7.hook_resid_post"]}}, "blocks.7.hook_resid_post"),
         ({"task": {"name": "sparse_linear_regression"}, "curriculum": {"dims": {"start": 2, "end": 3, "inc": 1, "interval": 5}, "points": {"start": 3, "end": 7, "inc": 2, "interval": 5}}}, r"at step 0 \(dims=2"),

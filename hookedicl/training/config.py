@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, StrictBool, field_validator, model_validator
 
 from ..tasks import Curriculum
 
@@ -174,7 +174,7 @@ class TrainConfig(_Config):
     # torch.compile the model for the steps that capture nothing (capture steps run it eagerly, so
     # their hooks fire); one compilation per prompt length of the curriculum. docs/training.md
     # has what it cost and gained here.
-    compile: bool = False
+    compile: StrictBool = False
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     curriculum: Curriculum | None = None
