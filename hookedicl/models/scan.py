@@ -133,8 +133,7 @@ class ChunkedSelectiveScan(torch.autograd.Function):
                 gy = grad_y[:, t, None, :]  # (b, 1, d)
                 g_C[:, t] = (h_t * gy).sum(-1)
                 g = gy * C[:, t, :, None] if a_next is None else torch.addcmul(gy * C[:, t, :, None], a_next, g)
-                g_logdecay = g * h_prev  # ∂L/∂(Δ_t A), (b, n, d), after the next line
-                g_logdecay *= a
+                g_logdecay = g * h_prev * a  # ∂L/∂(Δ_t A), (b, n, d)
                 g_dtu[:, t] = (g * B[:, t, :, None]).sum(1)
                 g_B[:, t] = (g * dtu[:, t, None, :]).sum(-1)
                 g_dt_decay[:, t] = (g_logdecay * At).sum(1)
