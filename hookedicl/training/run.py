@@ -158,11 +158,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+RESUME_MAY_CHANGE = frozenset({"steps", "compile"})
+"""Config fields a resumed run may change: how far to train, and whether to compile."""
+
+
 def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
     """Check the output location before training; returns the checkpoint entry to resume from.
 
     Raises ValueError when the directory holds another run (without `resume`), when a resumed
-    config differs from the stored one (other than `steps` and `compile`), or when the location is unwritable.
+    config differs from the stored one (other than `RESUME_MAY_CHANGE`), or when the location is unwritable.
     Writes nothing on failure.
     """
     stored = path / "config.yaml"
@@ -170,8 +174,8 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any
     if stored.exists():
         if not resume:
             raise ValueError(f"{path} already holds a run; pass resume=True (--resume) or choose another output")
-        old = TrainConfig.load(stored).model_dump(exclude={"steps", "compile"})
-        new = cfg.model_dump(exclude={"steps", "compile"})
+        old = TrainConfig.load(stored).model_dump(exclude=RESUME_MAY_CHANGE)
+        new = cfg.model_dump(exclude=RESUME_MAY_CHANGE)
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new.get(k))
             raise ValueError(f"cannot resume {path}: config differs from the stored one in {diff}")
