@@ -53,7 +53,7 @@ def test_zero_ablating_every_head_equals_zeroing_W_O_and_removes_the_context():
     batch = prompts()
     zeroed = copy.deepcopy(model)
     for b in zeroed.blocks:
-        torch.nn.init.zeros_(b.attn.W_O.weight)
+        torch.nn.init.zeros_(b.attn.out_proj.weight)
     out = A.ablated_predictions(model, batch.xs, batch.ys, all_heads(model))
     torch.testing.assert_close(out, zeroed(batch.xs, batch.ys), atol=1e-6, rtol=0)
     # with every head gone a prediction depends on its own x only: other ys change nothing ...

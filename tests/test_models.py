@@ -207,9 +207,9 @@ def test_same_standard_init_for_pure_and_hybrid_models():
     """Hybrids get the same initialisation as pure models (an anchor-code defect avoided)."""
     for arch in ("gpt2", "standard_hybrid", "mambaformer"):
         m = small(arch, d_model=64, n_layers=4)
-        qkv = m.blocks[-1].attn.W_qkv.weight
+        qkv = m.blocks[-1].attn.qkv_proj.weight
         assert abs(qkv.std().item() - 0.02) < 0.002, arch
-        w_o = m.blocks[-1].attn.W_O.weight
+        w_o = m.blocks[-1].attn.out_proj.weight
         assert abs(w_o.std().item() - 0.02 / (2 * len(m.blocks)) ** 0.5) < 0.002, arch
 
 

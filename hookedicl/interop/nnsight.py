@@ -150,7 +150,7 @@ def wrap(model: HookedICLModel, *, materialize: bool | Iterable[str] = True) -> 
 
     The copy is wrapped because nnsight permanently replaces the `forward` of every submodule it
     wraps; `model` itself is never modified. The copy is independent: editing the wrapper's
-    weights (e.g. `nn_model.blocks[0].attn.W_O.weight`) does not change `model`, and training
+    weights (e.g. `nn_model.blocks[0].attn.out_proj.weight`) does not change `model`, and training
     `model` afterwards does not change the wrapper — wrap again to pick up new weights. The copy
     is reachable as `nn_model._module` and takes as much memory as `model`.
 
@@ -188,7 +188,7 @@ def _as_wrapper(model: Any) -> Any:
 def zero_ablate_head(model: Any, xs: torch.Tensor, ys: torch.Tensor, layer: int, head: int) -> torch.Tensor:
     """Predictions `(batch, n_points)` with head `head` of block `layer` zero-ablated, via nnsight.
 
-    Sets `blocks.{layer}.attn.hook_z[:, :, head]` (the head's output before W_O) to 0 at every
+    Sets `blocks.{layer}.attn.hook_z[:, :, head]` (the head's output before the output projection) to 0 at every
     position. `model` is a `HookedICLModel` (wrapped afresh on each call, leaving it untouched)
     or a wrapper from `wrap` (reuse one for many calls). Gradients flow unless the caller
     disables them.

@@ -20,10 +20,10 @@ with the Garg token layout (x token = x, y token = [y, 0, ..., 0]). Their state 
 Per architecture:
 
 * gpt2: HF `Conv1D` weights are `(in, out)` and are transposed into `nn.Linear`'s `(out, in)`;
-  `c_attn` already holds [q; k; v] in the layout of our fused `W_qkv`. The token table `wte`
+  `c_attn` already holds [q; k; v] in the layout of our fused `qkv_proj`. The token table `wte`
   (unused by an ICL model) and the legacy causal-mask buffers `attn.bias` / `attn.masked_bias`
   are ignored.
-* llama: `W_qkv` = [q_proj; k_proj; v_proj]. Grouped-query attention is supported by repeating each
+* llama: `qkv_proj` = [q_proj; k_proj; v_proj]. Grouped-query attention is supported by repeating each
   K/V head `n_heads / n_kv_heads` times (HF's `repeat_kv`), so the converted model has `n_heads`
   K/V heads (the `hook_k` / `hook_v` heads of one group are copies). `embed_tokens` and stored
   `rotary_emb.inv_freq` buffers are ignored; the RoPE frequencies come from `rope_theta`.
@@ -221,7 +221,7 @@ def _plan_gpt2(sd: Mapping[str, Tensor], sizes: dict[str, Any]) -> _Plan:
         for ln_s, ln_o in (("ln_1", "ln1"), ("ln_2", "ln2")):
             plan.copy(o + ln_o + ".w", s + ln_s + ".weight")
             plan.copy(o + ln_o + ".b", s + ln_s + ".bias")
-        for lin_s, lin_o in (("attn.c_attn", "attn.W_qkv"), ("attn.c_proj", "attn.W_O"),
+        for lin_s, lin_o in (("attn.c_attn", "attn.qkv_proj"), ("attn.c_proj", "attn.out_proj"),
                              ("mlp.c_fc", "mlp.W_in"), ("mlp.c_proj", "mlp.W_out")):
             plan.copy(o + lin_o + ".weight", s + lin_s + ".weight", _t)  # Conv1D (in, out) -> (out, in)
             plan.copy(o + lin_o + ".bias", s + lin_s + ".bias")
@@ -281,8 +281,8 @@ def _plan_llama(sd: Mapping[str, Tensor], sizes: dict[str, Any]) -> _Plan:
         plan.copy(o + "ln2.w", s + "post_attention_layernorm.weight")
         for kind in ("weight", "bias") if attn_bias else ("weight",):
             a = s + "self_attn."
-            plan.combine(o + f"attn.W_qkv.{kind}", (a + f"q_proj.{kind}", a + f"k_proj.{kind}", a + f"v_proj.{kind}"), qkv)
-            plan.copy(o + f"attn.W_O.{kind}", a + f"o_proj.{kind}")
+            plan.combine(o + f"attn.qkv_proj.{kind}", (a + f"q_proj.{kind}", a + f"k_proj.{kind}", a + f"v_proj.{kind}"), qkv)
+            plan.copy(o + f"attn.out_proj.{kind}", a + f"o_proj.{kind}")
         for kind in ("weight", "bias") if mlp_bias else ("weight",):
             for src, ours in (("gate_proj", "W_gate"), ("up_proj", "W_in"), ("down_proj", "W_out")):
                 plan.copy(o + f"mlp.{ours}.{kind}", s + f"mlp.{src}.{kind}")

@@ -14,18 +14,24 @@ Every hook name is listed in DESIGN.md and printed by `hookedicl hooks ARCH`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from transformer_lens import HookedRootModule
+from transformer_lens.config import TransformerLensConfig
 
 from .attention import Attention
+from .cache import ICLActivationCache, tl_config
 from .hooks import HookPoint
 from .mamba import MambaMixer
 from .mlp import MLP, SwiGLU
 from .norms import make_norm
 from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, SwiGLUSpec, mamba_dt_rank
+
+
+ReturnType = Literal["preds", "loss", "both"]
+RETURN_TYPES: tuple[str, ...] = ("preds", "loss", "both")
 
 
 def _component(s: Any, d_model: int) -> nn.Module:
@@ -117,7 +123,7 @@ class HookedICLModel(HookedRootModule):
         Garg/Campbell wrappers do: with N(0, 0.02) the inputs would start 10x smaller than the
         position table; every other Linear weight and the position table ~ N(0, init_std); biases
         0; norm weights 1;
-        residual-output projections (attention W_O, MLP W_out, Mamba out_proj) ~ N(0,
+        residual-output projections (attention and Mamba out_proj, MLP W_out) ~ N(0,
         init_std / sqrt(2 * n_blocks)) (GPT-2); Mamba's A, D, Δ-projection and conv as in Mamba.
         """
         std = self.spec.init_std
@@ -126,7 +132,7 @@ class HookedICLModel(HookedRootModule):
             if mod is self.read_in or mod is self.read_out:
                 mod.reset_parameters()  # PyTorch's default, as in the Garg/Campbell wrappers
             elif isinstance(mod, nn.Linear):
-                is_out = name.endswith(("W_O", "W_out", "out_proj"))
+                is_out = name.endswith(("W_out", "out_proj"))
                 nn.init.normal_(mod.weight, std=out_std if is_out else std)
                 if mod.bias is not None:
                     nn.init.zeros_(mod.bias)
@@ -180,8 +186,15 @@ class HookedICLModel(HookedRootModule):
         return torch.stack([x_tok, y_tok], dim=2).reshape(b, 2 * n, s.d_in)
 
     # --------------------------------------------------------------- forward
-    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Predictions at the x tokens: `(batch, n_points)` or `(batch, n_points, y_dim)`."""
+    def forward(
+        self, xs: torch.Tensor, ys: torch.Tensor, return_type: ReturnType = "preds",
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`return_type="preds"` (default): the predictions at the x tokens, `(batch, n_points)` or
+        `(batch, n_points, y_dim)`; `"loss"`: their mean squared error against `ys` (a scalar, so
+        `run_with_cache(..., return_type="loss", incl_bwd=True)` caches gradients); `"both"`:
+        `(preds, loss)`."""
+        if return_type not in RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
         self.check_inputs(xs, ys)
         resid = self.hook_embed(self.read_in(self.interleave(xs, ys)))
         if self.spec.pos_embed == "learned":
@@ -191,7 +204,29 @@ class HookedICLModel(HookedRootModule):
             resid = block(resid)
         out = self.hook_readout(self.read_out(self.ln_final(resid)))
         preds = out[:, 0::2]
-        return preds.squeeze(-1) if self.spec.y_dim == 1 else preds
+        preds = preds.squeeze(-1) if self.spec.y_dim == 1 else preds
+        if return_type == "preds":
+            return preds
+        loss = (preds - ys.to(preds.dtype)).pow(2).mean()
+        return loss if return_type == "loss" else (preds, loss)
+
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any,
+    ) -> tuple[Any, ICLActivationCache | dict[str, torch.Tensor]]:
+        """`(output, cache)` as in TransformerLens: `cache` is a `transformer_lens.ActivationCache`
+        (an `ICLActivationCache`) whose helpers read this model's `cfg` and weight views; with
+        `return_cache_object=False` a plain dict. Other keyword arguments (`names_filter`,
+        `incl_bwd`, `return_type`, ...) are TransformerLens's / `forward`'s."""
+        out, cache = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object:
+            return out, ICLActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, cache
+
+    @property
+    def cfg(self) -> TransformerLensConfig:
+        """TransformerLens config fields derived from `spec` on each access (see `tl_config`)."""
+        p = next(self.parameters())
+        return tl_config(self.spec, p.device, p.dtype)
 
     # ------------------------------------------------------------ utilities
     @property
