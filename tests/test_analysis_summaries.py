@@ -65,7 +65,8 @@ def test_effective_attention_matches_the_state_recurrence_and_reductions():
     B_ = torch.randn(b, L, n, generator=g, dtype=torch.float64)
     C_ = torch.randn(b, L, n, generator=g, dtype=torch.float64)
     alpha = S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, max_elements=50)  # tiny chunks: several channel chunks
-    torch.testing.assert_close(S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, method="direct"), alpha, atol=1e-14, rtol=1e-12)
+    direct = S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, method="direct")
+    torch.testing.assert_close(direct, alpha, atol=1e-14, rtol=1e-12)
     for s in range(L):  # the impulse response of the scan to u = e_s is column s of α
         u = torch.zeros(b, L, d, dtype=torch.float64)
         u[:, s] = 1.0

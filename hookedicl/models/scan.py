@@ -42,7 +42,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solve h_t = a_t ⊙ h_{t-1} + b_t (h_{-1} = 0) along dim 1 for tensors `(batch, L, ...)`."""
     n = a.shape[1]
     if n == 1:
-        return b
+        return b.clone()  # never the input itself: hooks may edit the states in place
     if n % 2:
         h = linear_scan(a[:, :-1], b[:, :-1])
         return torch.cat([h, a[:, -1:] * h[:, -1:] + b[:, -1:]], dim=1)
