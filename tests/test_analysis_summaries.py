@@ -64,17 +64,18 @@ def test_effective_attention_matches_the_state_recurrence_and_reductions():
     A = -torch.rand(d, n, generator=g, dtype=torch.float64) * 3
     B_ = torch.randn(b, L, n, generator=g, dtype=torch.float64)
     C_ = torch.randn(b, L, n, generator=g, dtype=torch.float64)
-    alpha = S.effective_attention(dt, A, B_, C_, max_elements=50)  # tiny chunks: several channel chunks
-    torch.testing.assert_close(S.effective_attention(dt, A, B_, C_, method="direct"), alpha, atol=1e-14, rtol=1e-12)
+    alpha = S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, max_elements=50)  # tiny chunks: several channel chunks
+    direct = S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, method="direct")
+    torch.testing.assert_close(direct, alpha, atol=1e-14, rtol=1e-12)
     for s in range(L):  # the impulse response of the scan to u = e_s is column s of α
         u = torch.zeros(b, L, d, dtype=torch.float64)
         u[:, s] = 1.0
         y = torch.einsum("bldn,bln->bld", ssm_states(u, dt, A, B_, method="sequential"), C_)
         torch.testing.assert_close(alpha[..., s].permute(0, 2, 1), y, atol=1e-12, rtol=1e-10)
-    torch.testing.assert_close(S.effective_attention(dt, A, B_, C_, reduce="mean"), alpha.mean(1))
-    abs_mean = S.effective_attention(dt, A, B_, C_, reduce="abs_mean", channels=[1, 3])
+    torch.testing.assert_close(S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, reduce="mean"), alpha.mean(1))
+    abs_mean = S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, reduce="abs_mean", channels=[1, 3])
     torch.testing.assert_close(abs_mean, alpha[:, [1, 3]].abs().mean(1))
-    torch.testing.assert_close(S.effective_attention(dt, A, B_, C_, channels=[4, 0]), alpha[:, [4, 0]])
+    torch.testing.assert_close(S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, channels=[4, 0]), alpha[:, [4, 0]])
 
 
 def test_effective_attention_falls_back_to_the_direct_form_for_long_decays():
@@ -85,13 +86,13 @@ def test_effective_attention_falls_back_to_the_direct_form_for_long_decays():
     A = -torch.tensor([[1.0, 2.0, 5.0], [0.1, 0.2, 0.3]], dtype=torch.float64)
     B_ = torch.randn(b, L, n, generator=g, dtype=torch.float64)
     C_ = torch.randn(b, L, n, generator=g, dtype=torch.float64)
-    alpha = S.effective_attention(dt, A, B_, C_)
+    alpha = S.effective_attention(dt, A, B_, C_, include_dt_scaling=True)
     assert torch.isfinite(alpha).all()
     u = torch.randn(b, L, d, generator=g, dtype=torch.float64)
     y = torch.einsum("bldn,bln->bld", ssm_states(u, dt, A, B_, method="sequential"), C_)
     torch.testing.assert_close(torch.einsum("bcts,bsc->btc", alpha, u), y, atol=1e-12, rtol=1e-10)
     with pytest.raises(ValueError, match="overflow"):
-        S.effective_attention(dt, A, B_, C_, method="factored")
+        S.effective_attention(dt, A, B_, C_, include_dt_scaling=True, method="factored")
 
 
 def test_attention_mass_matches_the_pattern_and_sums_to_one():
@@ -126,8 +127,8 @@ def test_dt_stats_match_the_cached_dt():
     xs, ys = prompts()
     t = S.dt_stats(model, xs, ys)
     assert len(t) == 2 * 2 * 2  # slots x tokens x stats
-    _, cache = model.run_with_cache(xs, ys, names_filter=lambda n: n.endswith("hook_dt"))  # the same forward path
-    dt = cache["blocks.1.mixer.hook_dt"].double()
+    _, cache = model.run_with_cache(xs, ys, names_filter=lambda n: n.endswith("hook_ssm_dt"))  # the same forward path
+    dt = cache["blocks.1.mixer.hook_ssm_dt"].double()
     got = t[(t["block"] == 1)].set_index(["token", "stat"])["mean"]
     assert got[("x", "dt_mean")] == pytest.approx(float(dt[:, 0::2].mean()), rel=1e-9)
     assert got[("y", "dt_std")] == pytest.approx(float(dt[:, 1::2].std(1).mean()), rel=1e-9)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hookedicl as hi
-from hookedicl.models import ModelSpec, preset
+from hookedicl.models import ModelSpec, hook_catalogue, preset
 from hookedicl.models.hooks import is_hooked
 
 ARCHS = hi.list_architectures()
@@ -25,49 +25,24 @@ def data(b: int = 3, n: int = 6, d: int = 5, seed: int = 0) -> tuple[torch.Tenso
     return torch.randn(b, n, d, generator=g), torch.randn(b, n, generator=g)
 
 
-def documented_hooks(model: hi.HookedICLModel) -> dict[str, tuple]:
-    """The DESIGN.md hook list, instantiated for this model's blocks, with expected shapes."""
-    s = model.spec
-    b, n, d = 2, 4, s.d_model
-    t = 2 * n
-    exp: dict[str, tuple] = {"hook_embed": (b, t, d), "hook_readout": (b, t, s.y_dim)}
-    ln = s.norm != "none"
-    if ln:
-        exp |= {"ln_final.hook_scale": (b, t, 1), "ln_final.hook_normalized": (b, t, d)}
-    if s.pos_embed == "learned":
-        exp["hook_pos_embed"] = (b, t, d)
-    for l, blk in enumerate(s.blocks):
-        p = f"blocks.{l}."
-        exp |= {p + "hook_resid_pre": (b, t, d), p + "hook_resid_post": (b, t, d)}
-        if ln:
-            exp |= {p + "ln1.hook_scale": (b, t, 1), p + "ln1.hook_normalized": (b, t, d)}
-        for slot, comp in (("mixer", blk.mixer), ("ffn", blk.ffn)):
-            if comp.kind == "none":
-                continue
-            if slot == "ffn":
-                exp[p + "hook_resid_mid"] = (b, t, d)
-                if ln:
-                    exp |= {p + "ln2.hook_scale": (b, t, 1), p + "ln2.hook_normalized": (b, t, d)}
-            if comp.kind == "attention":
-                h, dh = comp.n_heads, d // comp.n_heads
-                for k in ("q", "k", "v", "z"):
-                    exp[p + f"attn.hook_{k}"] = (b, t, h, dh)
-                if comp.rope:
-                    exp |= {p + "attn.hook_rot_q": (b, t, h, dh), p + "attn.hook_rot_k": (b, t, h, dh)}
-                exp |= {p + "attn.hook_attn_scores": (b, h, t, t), p + "attn.hook_pattern": (b, h, t, t)}
-                exp[p + "hook_attn_out"] = (b, t, d)
-            elif comp.kind in ("mlp", "swiglu"):
-                dm = comp.d_mlp or 4 * d
-                exp |= {p + "mlp.hook_pre": (b, t, dm), p + "mlp.hook_post": (b, t, dm), p + "hook_mlp_out": (b, t, d)}
-                if comp.kind == "swiglu":
-                    exp[p + "mlp.hook_pre_linear"] = (b, t, dm)
-            elif comp.kind == "mamba":
-                di, ns = comp.expand * d, comp.d_state
-                m = p + slot + "."
-                exp |= {m + "hook_in_proj": (b, t, 2 * di), m + "hook_gate": (b, t, di), m + "hook_conv": (b, t, di)}
-                exp |= {m + "hook_x": (b, t, di), m + "hook_dt": (b, t, di), m + "hook_B": (b, t, ns), m + "hook_C": (b, t, ns)}
-                exp |= {m + "hook_ssm_state": (b, t, di, ns), m + "hook_y": (b, t, di), p + f"hook_{slot}_out": (b, t, d)}
-    return exp
+def test_hook_catalogue_spot_checks():
+    """A few literal entries of the catalogue (2 prompts x 4 points = 8 tokens, d_model 32,
+    expand 2 -> d_inner 64, d_state 4, 2 heads of 16)."""
+    cat = hook_catalogue(small("mambaformer").spec)
+    assert cat["blocks.0.mixer.hook_ssm_write"] == (2, 8, 64, 4) == cat["blocks.0.mixer.hook_ssm_state"]
+    assert cat["blocks.1.ffn.hook_ssm_dt"] == (2, 8, 64) and cat["blocks.1.ffn.hook_B"] == (2, 8, 4)
+    assert cat["blocks.1.attn.hook_pattern"] == (2, 2, 8, 8) and cat["blocks.2.hook_ffn_out"] == (2, 8, 32)
+    assert "hook_pos_embed" not in cat and "blocks.0.hook_resid_mid" not in cat and len(cat) == 1 + 15 + 2 * 25 + 3
+    assert list(cat)[:3] == ["hook_embed", "blocks.0.hook_resid_pre", "blocks.0.ln1.hook_scale"]
+    assert list(cat)[-1] == "hook_readout"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hook_dict_is_the_catalogue(arch):
+    m = small(arch)
+    assert set(m.hook_dict) == set(hook_catalogue(m.spec))
+    # in forward order, with the shapes the forward sees
+    assert list(m.hook_shapes(n_points=3, batch_size=1).items()) == list(hook_catalogue(m.spec, 1, 3).items())
 
 
 def test_campbell_zoo_and_extras_listed():
@@ -87,11 +62,11 @@ def test_forward_shapes(arch, b, n, d):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_run_with_cache_has_every_documented_hook(arch):
+def test_run_with_cache_has_every_catalogued_hook(arch):
     m = small(arch)
     xs, ys = data(2, 4)
     preds, cache = m.run_with_cache(xs, ys)
-    expected = documented_hooks(m)
+    expected = hook_catalogue(m.spec, batch=2, n_points=4)
     got = {k: tuple(v.shape) for k, v in cache.items()}
     assert got == expected
     assert torch.allclose(preds, m(xs, ys), atol=1e-6)

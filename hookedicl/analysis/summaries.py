@@ -5,18 +5,24 @@
   are of absolute pattern weight, |p| / Σ|p|, which for softmax attention is the attention mass
   itself and for linear (un-normalised) attention the fraction of absolute weight. The first x
   token (which can only see itself) is left out.
-* `dt_stats`: Mamba's step size Δ (`hook_dt`) per Mamba slot, at x and y tokens separately: the
-  mean over positions and channels, and the standard deviation over positions (per channel,
+* `dt_stats`: Mamba's step size Δ (`hook_ssm_dt`) per Mamba slot, at x and y tokens separately:
+  the mean over positions and channels, and the standard deviation over positions (per channel,
   averaged over channels).
-* `ssm_attention` / `effective_attention`: the hidden attention of a Mamba slot (Ali et al. 2024,
-  "The Hidden Attention of Mamba"). With h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t u_t) B_t and
+* `ssm_attention` / `ssm_effective_attention`: the hidden attention of a Mamba slot (Ali et al.
+  2024, "The Hidden Attention of Mamba"). With h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t u_t) B_t and
   y_t = h_t C_t + D u_t (see `models/scan.py`), unrolling gives, for every channel c,
 
       y_t[c] − D[c] u_t[c] = Σ_{s ≤ t} α_c[t, s] u_s[c]
       α_c[t, s] = Σ_n C_t[n] · exp(Σ_{r=s+1..t} Δ_r[c] A[c, n]) · Δ_s[c] B_s[n]
 
   i.e. α = C_t · (Π_{r=s+1..t} Ā_r) B̄_s with Ā_r = exp(Δ_r A), B̄_s = Δ_s B_s, the u-weighting
-  of the slot's input u = `hook_x`. `effective_attention` returns α per channel (float64);
+  of the slot's input u = `hook_x`. One implementation computes it:
+  `MambaMixer.compute_effective_attention` (TransformerLens's `SSMMixerProtocol`, so
+  `ActivationCache.compute_ssm_effective_attention(layer)` works for Mamba mixers in the `mixer`
+  slot), over `hookedicl.models.scan.effective_attention` (raw tensors; re-exported here).
+  `ssm_effective_attention(cache, layer, slot)` gives the same contract for any slot, including
+  a Mamba in the ffn slot, which TransformerLens does not look in. `ssm_attention` runs the
+  forward and returns α (the `include_dt_scaling=True` form) per channel, float64;
   `reduce="mean"` averages α over the chosen channels, `reduce="abs_mean"` averages |α|.
 * `ssm_attention_mass`: the x / y / self shares of the channel-averaged |α| from x-token
   queries, the SSM analogue of `attention_mass`.
@@ -24,13 +30,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..models.scan import effective_attention  # noqa: F401  (re-exported: the raw-tensor form)
 from .common import check_block, check_prompts, hook_guard, nan_mean_ci, require_model, run_prompts
 
 _TARGETS = ("x", "y", "self")
@@ -145,7 +152,7 @@ def _check_slots(model: Any, slots: Sequence[tuple[int, str]] | None) -> list[tu
 def _dt_rows(cache: dict[str, torch.Tensor], slots: list[tuple[int, str]], ci: float, seed: int) -> pd.DataFrame:
     frames = [pd.DataFrame(columns=["block", "slot", "hook", "token", "stat", "mean", "ci_low", "ci_high"])]
     for l, s in slots:
-        name = f"blocks.{l}.{s}.hook_dt"
+        name = f"blocks.{l}.{s}.hook_ssm_dt"
         dt = cache[name].double()
         for token, sel in (("x", dt[:, 0::2]), ("y", dt[:, 1::2])):
             for stat, v in (("dt_mean", sel.mean((1, 2))), ("dt_std", sel.std(1).mean(-1))):
@@ -162,93 +169,48 @@ def dt_stats(
     Mamba gives an empty table."""
     _start(model, xs, ys, "dt_stats")
     slots = _check_slots(model, slots)
-    names = [f"blocks.{l}.{s}.hook_dt" for l, s in slots]
+    names = [f"blocks.{l}.{s}.hook_ssm_dt" for l, s in slots]
     return _dt_rows(_capture(model, xs, ys, names) if names else {}, slots, ci, seed)
 
 
-def effective_attention(
-    dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, *, channels: Sequence[int] | None = None,
-    reduce: str | None = None, method: str = "auto", max_elements: int = 1 << 23,
-) -> torch.Tensor:
-    """Hidden attention α of a selective scan, float64 (module docstring).
-
-    Args:
-        dt: Δ `(batch, L, d_inner)`; A: `(d_inner, d_state)` (negative, = −exp(A_log));
-        B, C: `(batch, L, d_state)`; channels: channel indices (default all d_inner).
-        reduce: None -> `(batch, n_channels, L, L)`; "mean" / "abs_mean" -> `(batch, L, L)` mean of
-            α / of |α| over the channels. Entries with s > t are 0.
-        method: with S_t = Σ_{r<=t} Δ_r A (per channel and state), "direct" evaluates
-            exp(S_t − S_s) for every (t, s) pair (memory `L² d_state` per prompt and channel);
-            "factored" writes it as exp(S_t) · exp(−S_s), so α is one matmul over the state
-            (memory `L d_state`), valid while |S| stays below 600 (no overflow in float64);
-            "auto" uses "factored" for the chunks where that holds and "direct" elsewhere.
-        max_elements: prompts and channels are processed in chunks of about this many
-            `prompts * L * L * channels * d_state` entries (at least one prompt and channel).
-    """
-    if reduce not in (None, "mean", "abs_mean"):
-        raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
-    if method not in ("auto", "direct", "factored"):
-        raise ValueError(f"method must be 'auto', 'direct' or 'factored', got {method!r}")
-    b, L, d = dt.shape
-    n = A.shape[-1]
-    if A.shape != (d, n) or B.shape != (b, L, n) or C.shape != (b, L, n):
-        shapes = f"dt {tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
-        raise ValueError(f"shape mismatch: {shapes}; expected (b, L, d), (d, n), (b, L, n), (b, L, n)")
-    ch = list(range(d)) if channels is None else [int(c) for c in channels]
-    if not ch or any(not 0 <= c < d for c in ch):
-        raise ValueError(f"channels must be a non-empty list of indices in 0..{d - 1}")
-    causal = torch.ones(L, L, dtype=torch.bool).tril()
-    per_prompt = L * L * n
-    bc = max(1, min(b, max_elements // per_prompt))  # prompts per chunk
-    cc = max(1, max_elements // (bc * per_prompt))  # channels per chunk
-    rows = []
-    for p0 in range(0, b, bc):
-        Bd, Cd = B[p0 : p0 + bc].double(), C[p0 : p0 + bc].double()
-        acc: torch.Tensor | list[torch.Tensor] = []
-        for i in range(0, len(ch), cc):
-            idx = torch.tensor(ch[i : i + cc])
-            dtc = dt[p0 : p0 + bc, :, idx].double()  # (bc, L, c)
-            S = torch.cumsum(dtc[..., None] * A[idx].double(), dim=1)  # (bc, L, c, n), <= 0, decreasing
-            drive = dtc[..., None] * Bd[:, :, None, :]  # Δ_s B_s: (bc, L, c, n)
-            safe = float(S.abs().max()) < 600.0
-            if method == "factored" and not safe:
-                raise ValueError("method='factored' would overflow here (|Σ Δ A| >= 600); use 'direct' or 'auto'")
-            if safe and method != "direct":
-                alpha = torch.einsum("btcn,bscn->bcts", Cd[:, :, None, :] * torch.exp(S), drive * torch.exp(-S))
-                alpha = alpha.masked_fill(~causal, 0.0)
-            else:
-                diff = S[:, :, None] - S[:, None, :]  # (bc, t, s, c, n)
-                diff = diff.masked_fill(~causal[None, :, :, None, None], -torch.inf)
-                alpha = torch.einsum("btn,btscn->bcts", Cd, torch.exp(diff) * drive[:, None])
-            if reduce is None:
-                acc.append(alpha)
-            else:
-                part = (alpha.abs() if reduce == "abs_mean" else alpha).sum(1)
-                acc = part if isinstance(acc, list) else acc + part
-        rows.append(torch.cat(acc, 1) if reduce is None else acc / len(ch))
-    return torch.cat(rows, 0)
-
-
 def _mamba_hooks(l: int, s: str) -> list[str]:
-    return [f"blocks.{l}.{s}.hook_{h}" for h in ("dt", "B", "C")]
+    return [f"blocks.{l}.{s}.{h}" for h in ("hook_ssm_dt", "hook_B", "hook_C")]
 
 
 def _alpha(
     model: Any, cache: dict[str, torch.Tensor], l: int, s: str, channels: Sequence[int] | None, reduce: str | None,
 ) -> torch.Tensor:
-    hdt, hB, hC = _mamba_hooks(l, s)
-    A = -torch.exp(getattr(model.blocks[l], s).A_log.detach().float())  # as the mixer computes it
-    return effective_attention(cache[hdt], A, cache[hB], cache[hC], channels=channels, reduce=reduce)
+    mixer = getattr(model.blocks[l], s)
+    return mixer.compute_effective_attention(cache, l, include_dt_scaling=True, channels=channels, reduce=reduce)
 
 
-def ssm_attention(
-    model: Any, xs: torch.Tensor, ys: torch.Tensor, block: int, slot: str | None = None, *,
-    channels: Sequence[int] | None = None, reduce: str | None = None,
+def ssm_effective_attention(
+    cache: Mapping[str, torch.Tensor] | Any, layer: int, slot: str | None = None, *, model: Any = None,
+    include_dt_scaling: bool = False, per_state_coord: bool = False,
 ) -> torch.Tensor:
-    """Hidden attention of the Mamba `slot` of `block` on these prompts (see
-    `effective_attention` for shapes); `slot` may be omitted when the block has one Mamba slot.
-    `y_t − D u_t = Σ_s α[:, c, t, s] u_s[c]` with u = `blocks.{block}.{slot}.hook_x`."""
-    _start(model, xs, ys, "ssm_attention")
+    """`cache.compute_ssm_effective_attention(layer)` for the Mamba in any slot of block `layer`.
+
+    TransformerLens looks for an SSM only in a block's `mixer` slot; this takes the slot
+    ("mixer" or "ffn"; may be omitted when the block has one Mamba slot), so it also serves a
+    Mamba in the ffn slot (MambaFormer, `llama_mamba_ffn`, the standard hybrid). Same contract
+    and result as `MambaMixer.compute_effective_attention`: `[batch, d_inner, query_pos,
+    key_pos]` float64, or `[batch, d_inner, d_state, query_pos, key_pos]` with
+    `per_state_coord=True`. `cache` is a dict (then pass `model`) or a TransformerLens
+    `ActivationCache` (its `.model` is used unless `model` is given) holding the slot's
+    `hook_ssm_dt`, `hook_B` and `hook_C`.
+    """
+    model = getattr(cache, "model", None) if model is None else model
+    if model is None:
+        raise ValueError("ssm_effective_attention needs model= when the cache is a plain dict")
+    require_model(model, "ssm_effective_attention")
+    slot = _one_slot(model, layer, slot)
+    return getattr(model.blocks[layer], slot).compute_effective_attention(
+        cache, layer, include_dt_scaling=include_dt_scaling, per_state_coord=per_state_coord
+    )
+
+
+def _one_slot(model: Any, block: int, slot: str | None) -> str:
+    """The Mamba slot of `block` (checked); `slot` may be None when there is exactly one."""
     check_block(model, block, "block")
     mine = [s for (l, s) in mamba_slots(model) if l == block]
     if not mine:
@@ -258,6 +220,20 @@ def ssm_attention(
             raise ValueError(f"block {block} has Mamba slots {mine}; pass slot=")
         slot = mine[0]
     _check_slots(model, [(block, slot)])
+    return slot
+
+
+def ssm_attention(
+    model: Any, xs: torch.Tensor, ys: torch.Tensor, block: int, slot: str | None = None, *,
+    channels: Sequence[int] | None = None, reduce: str | None = None,
+) -> torch.Tensor:
+    """Hidden attention α of the Mamba `slot` of `block` on these prompts, float64: `(batch,
+    n_channels, L, L)`, or `(batch, L, L)` with `reduce` (see
+    `hookedicl.models.scan.effective_attention`); `slot` may be omitted when the block has one
+    Mamba slot.
+    `y_t − D u_t = Σ_s α[:, c, t, s] u_s[c]` with u = `blocks.{block}.{slot}.hook_x`."""
+    _start(model, xs, ys, "ssm_attention")
+    slot = _one_slot(model, block, slot)
     if reduce not in (None, "mean", "abs_mean"):
         raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
     cache = _capture(model, xs, ys, _mamba_hooks(block, slot))

@@ -47,11 +47,12 @@ Pitfalls (nnsight 0.8):
   later one raises `OutOfOrderError` ("... was requested but the model already ran past it").
 - Some hook points are computed only when a hook is attached to them (see
   `hookedicl.models.hooks.is_hooked`): the norms' `hook_scale` / `hook_normalized`, the
-  attention scores and pattern, the Mamba state `hook_ssm_state`; otherwise a fused kernel runs.
+  attention scores and pattern, the Mamba writes and states `hook_ssm_write` / `hook_ssm_state`;
+  otherwise a fused kernel runs.
   nnsight attaches no torch hooks, so `wrap` attaches a no-op hook to every hook point by default
   (`materialize=True`): every hook fires, with the same code paths and numbers as
-  `run_with_cache`, at the cost of the unfused paths and a `[b, pos, d_inner, d_state]` state per
-  Mamba layer. `materialize=False` keeps the fast paths of a plain forward; requesting a skipped
+  `run_with_cache`, at the cost of the unfused paths and two `[b, pos, d_inner, d_state]` tensors
+  (writes, states) per Mamba layer. `materialize=False` keeps the fast paths of a plain forward; requesting a skipped
   hook then raises `OutOfOrderError`. A list of hook names materialises just those.
 - `.save()` keeps a reference, not a copy: an in-place edit made later in the same trace shows
   in a value saved earlier from the same tensor. `.clone()` first to keep the unedited value.

@@ -6,6 +6,7 @@ from typing import Any
 
 from . import convert
 from .convert import from_hf, from_state_dict
+from .hooks import hook_catalogue
 from .model import Block, HookedICLModel
 from .presets import CAMPBELL_ZOO, describe, list_architectures, preset
 from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, NoneSpec, SwiGLUSpec
@@ -13,7 +14,7 @@ from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, NoneS
 __all__ = [
     "AttentionSpec", "Block", "BlockSpec", "CAMPBELL_ZOO", "HookedICLModel", "MLPSpec", "MambaSpec",
     "ModelSpec", "NoneSpec", "SwiGLUSpec", "build_model", "convert", "describe", "from_hf", "from_state_dict",
-    "list_architectures", "preset",
+    "hook_catalogue", "list_architectures", "preset",
 ]
 
 

@@ -8,7 +8,8 @@
     out    = hook_readout(read_out(ln_final(resid)))   [batch, 2*n_points, y_dim]
     preds  = out[:, 0::2]                       predictions made at the x tokens
 
-Every hook name is listed in DESIGN.md and printed by `hookedicl hooks ARCH`.
+Every hook name is listed by `hookedicl.models.hook_catalogue(spec)` (with its shape) and printed
+by `hookedicl hooks ARCH`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .hooks import HookPoint
 from .mamba import MambaMixer
 from .mlp import MLP, SwiGLU
 from .norms import make_norm
-from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, SwiGLUSpec, mamba_dt_rank
+from .spec import AttentionSpec, BlockSpec, MambaSpec, MLPSpec, ModelSpec, SwiGLUSpec, mamba_dt_rank, module_name
 
 
 ReturnType = Literal["preds", "loss", "both"]
@@ -45,17 +46,9 @@ def _component(s: Any, d_model: int) -> nn.Module:
         return MambaMixer(
             d_model, d_state=s.d_state, expand=s.expand, d_conv=s.d_conv,
             dt_rank=mamba_dt_rank(s, d_model), bias=s.bias, conv_bias=s.conv_bias,
+            dt_min=s.dt_min, dt_max=s.dt_max, dt_init_floor=s.dt_init_floor,
         )
     raise ValueError(f"unknown block component {s!r}")
-
-
-def _module_name(s: Any, slot: str) -> str:
-    """Submodule name of a slot's component: attn / mlp, or the slot name for Mamba."""
-    if isinstance(s, AttentionSpec):
-        return "attn"
-    if isinstance(s, (MLPSpec, SwiGLUSpec)):
-        return "mlp"
-    return slot
 
 
 class Block(nn.Module):
@@ -65,14 +58,14 @@ class Block(nn.Module):
     def __init__(self, spec: BlockSpec, d_model: int, norm: str, eps: float) -> None:
         super().__init__()
         self.spec = spec
-        self.mixer_name = _module_name(spec.mixer, "mixer")
+        self.mixer_name = module_name(spec.mixer, "mixer")
         self.ln1 = make_norm(norm, d_model, eps)
         self.add_module(self.mixer_name, _component(spec.mixer, d_model))
         self.hook_resid_pre = HookPoint()
         self.add_module(f"hook_{self.mixer_name}_out", HookPoint())
         self.ffn_name: str | None = None
         if spec.ffn.kind != "none":
-            self.ffn_name = _module_name(spec.ffn, "ffn")
+            self.ffn_name = module_name(spec.ffn, "ffn")
             self.hook_resid_mid = HookPoint()
             self.ln2 = make_norm(norm, d_model, eps)
             self.add_module(self.ffn_name, _component(spec.ffn, d_model))
@@ -124,7 +117,8 @@ class HookedICLModel(HookedRootModule):
         position table; every other Linear weight and the position table ~ N(0, init_std); biases
         0; norm weights 1;
         residual-output projections (attention and Mamba out_proj, MLP W_out) ~ N(0,
-        init_std / sqrt(2 * n_blocks)) (GPT-2); Mamba's A, D, Δ-projection and conv as in Mamba.
+        init_std / sqrt(2 * n_blocks)) (GPT-2); Mamba's A, D, Δ-projection and conv as in Mamba, with
+        Δ at init log-uniform in the spec's [dt_min, dt_max], floored at dt_init_floor.
         """
         std = self.spec.init_std
         out_std = std / math.sqrt(2 * len(self.blocks))

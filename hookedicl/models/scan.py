@@ -19,12 +19,18 @@ D `(d_inner,)`. `selective_scan` returns y `(batch, L, d_inner)`; `ssm_states` r
   scan run in reverse, and the decays and inputs are recomputed from (u, Δ, A, B) instead of being
   stored, so training keeps one (batch, L, d_inner, d_state) tensor per layer, not a dozen.
 * `cuda`: `mamba_ssm.selective_scan_fn` (fused kernel; optional `hookedicl[cuda]` extra); it
-  cannot return h either, so the mixer uses `parallel` when `hook_ssm_state` is hooked.
+  cannot return h either, so the mixer uses `parallel` when `hook_ssm_state` or `hook_ssm_write`
+  is hooked.
+
+The per-step write is write_t = (Δ_t u_t) ⊗ B_t `(batch, L, d_inner, d_state)` (`ssm_write`);
+`states_from_writes` runs the recurrence h_t = exp(Δ_t A) ⊙ h_{t-1} + write_t from given (possibly
+edited) writes. `effective_attention` is the scan written as causal attention (Ali et al. 2024).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -36,7 +42,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solve h_t = a_t ⊙ h_{t-1} + b_t (h_{-1} = 0) along dim 1 for tensors `(batch, L, ...)`."""
     n = a.shape[1]
     if n == 1:
-        return b
+        return b.clone()  # never the input itself: hooks may edit the states in place
     if n % 2:
         h = linear_scan(a[:, :-1], b[:, :-1])
         return torch.cat([h, a[:, -1:] * h[:, -1:] + b[:, -1:]], dim=1)
@@ -145,10 +151,32 @@ class ChunkedSelectiveScan(torch.autograd.Function):
         return g_u, g_dt, g_At.t(), g_B, g_C, g_D, None
 
 
+def ssm_write(u: torch.Tensor, dt: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The per-step write (Δ_t u_t) ⊗ B_t `(batch, L, d_inner, d_state)` (`hook_ssm_write`)."""
+    return (dt * u).unsqueeze(-1) * B.unsqueeze(2)
+
+
 def _discretize(u, dt, A, B):
-    decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, L, d, n)
-    drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, L, d, n)
-    return decay, drive
+    return torch.exp(dt.unsqueeze(-1) * A), ssm_write(u, dt, B)  # decay, write: (b, L, d, n)
+
+
+def states_from_writes(
+    dt: torch.Tensor, A: torch.Tensor, write: torch.Tensor, *, method: ScanMethod = "parallel"
+) -> torch.Tensor:
+    """h_t = exp(Δ_t A) ⊙ h_{t-1} + write_t (h_{-1} = 0) for writes `(batch, L, d_inner, d_state)`;
+    returns the states, same shape, by the `parallel` or `sequential` method (autograd through
+    plain tensor ops)."""
+    decay = torch.exp(dt.unsqueeze(-1) * A)
+    if method == "parallel":
+        return linear_scan(decay, write)
+    if method == "sequential":
+        h_t = torch.zeros_like(write[:, 0])
+        states = []
+        for t in range(write.shape[1]):
+            h_t = decay[:, t] * h_t + write[:, t]
+            states.append(h_t)
+        return torch.stack(states, dim=1)
+    raise ValueError(f"the {method!r} scan does not return states; use 'parallel' or 'sequential'")
 
 
 def ssm_states(
@@ -157,15 +185,7 @@ def ssm_states(
     """All states h `(batch, L, d_inner, d_state)` by the `parallel` or `sequential` method."""
     if method == "parallel":
         return SelectiveStates.apply(u, dt, A, B)
-    decay, drive = _discretize(u, dt, A, B)
-    if method == "sequential":
-        h_t = torch.zeros_like(drive[:, 0])
-        states = []
-        for t in range(u.shape[1]):
-            h_t = decay[:, t] * h_t + drive[:, t]
-            states.append(h_t)
-        return torch.stack(states, dim=1)
-    raise ValueError(f"the {method!r} scan does not return states; use 'parallel' or 'sequential'")
+    return states_from_writes(dt, A, ssm_write(u, dt, B), method=method)
 
 
 def selective_scan(
@@ -208,3 +228,87 @@ def cuda_scan_available(x: torch.Tensor) -> bool:
     except Exception:
         return False
     return True
+
+
+def effective_attention(
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    *,
+    include_dt_scaling: bool,
+    per_state_coord: bool = False,
+    channels: Sequence[int] | None = None,
+    reduce: Literal["mean", "abs_mean"] | None = None,
+    method: Literal["auto", "direct", "factored"] = "auto",
+    max_elements: int = 1 << 23,
+) -> torch.Tensor:
+    """The selective scan as causal attention per channel (Ali et al. 2024), float64.
+
+    Unrolling h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t u_t) B_t, y_t = h_t C_t + D u_t gives, for every
+    channel c, y_t[c] = Σ_{s ≤ t} M[c, t, s] u_s[c] + D[c] u_t[c] with
+
+        M[c, t, s] = Σ_n C_t[n] · exp(Σ_{r=s+1..t} Δ_r[c] A[c, n]) · B_s[n] · (Δ_s[c])
+
+    where the factor Δ_s[c] is included only with `include_dt_scaling=True` (the reconstruction
+    form; False gives TransformerLens's default attention-like form). Entries with s > t are 0.
+
+    Args:
+        dt: Δ `(batch, L, d_inner)`; A: `(d_inner, d_state)` (negative, = −exp(A_log));
+        B, C: `(batch, L, d_state)`; channels: channel indices (default all d_inner).
+        per_state_coord: keep the state axis: `(batch, channels, d_state, L, L)` instead of the sum
+            over it, `(batch, channels, L, L)`.
+        reduce: None keeps the channel axis; "mean" / "abs_mean" average M / |M| over the chosen
+            channels (the channel axis is dropped).
+        method: with S_t = Σ_{r<=t} Δ_r A (per channel and state), "direct" evaluates
+            exp(S_t − S_s) for every (t, s) pair (memory `L² d_state` per prompt and channel);
+            "factored" writes it as exp(S_t) · exp(−S_s), so M is one matmul over the state
+            (memory `L d_state`), valid while |S| stays below 600 (no overflow in float64);
+            "auto" uses "factored" for the chunks where that holds and "direct" elsewhere.
+        max_elements: prompts and channels are processed in chunks of about this many
+            `prompts * L * L * channels * d_state` entries (at least one prompt and channel).
+    """
+    if reduce not in (None, "mean", "abs_mean"):
+        raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
+    if method not in ("auto", "direct", "factored"):
+        raise ValueError(f"method must be 'auto', 'direct' or 'factored', got {method!r}")
+    b, L, d = dt.shape
+    n = A.shape[-1]
+    if A.shape != (d, n) or B.shape != (b, L, n) or C.shape != (b, L, n):
+        shapes = f"dt {tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
+        raise ValueError(f"shape mismatch: {shapes}; expected (b, L, d), (d, n), (b, L, n), (b, L, n)")
+    ch = list(range(d)) if channels is None else [int(c) for c in channels]
+    if not ch or any(not 0 <= c < d for c in ch):
+        raise ValueError(f"channels must be a non-empty list of indices in 0..{d - 1}")
+    out = "bcnts" if per_state_coord else "bcts"
+    causal = torch.ones(L, L, dtype=torch.bool, device=dt.device).tril()
+    per_prompt = L * L * n
+    bc = max(1, min(b, max_elements // per_prompt))  # prompts per chunk
+    cc = max(1, max_elements // (bc * per_prompt))  # channels per chunk
+    rows = []
+    for p0 in range(0, b, bc):
+        Bd, Cd = B[p0 : p0 + bc].double(), C[p0 : p0 + bc].double()
+        acc: torch.Tensor | list[torch.Tensor] = []
+        for i in range(0, len(ch), cc):
+            idx = torch.tensor(ch[i : i + cc], device=dt.device)
+            dtc = dt[p0 : p0 + bc, :, idx].double()  # (bc, L, c)
+            S = torch.cumsum(dtc[..., None] * A[idx].double(), dim=1)  # (bc, L, c, n), <= 0, decreasing
+            key = Bd[:, :, None, :] * (dtc[..., None] if include_dt_scaling else 1.0)  # (bc, L, c|1, n)
+            key = key.expand(-1, -1, len(idx), -1)
+            safe = float(S.abs().max()) < 600.0
+            if method == "factored" and not safe:
+                raise ValueError("method='factored' would overflow here (|Σ Δ A| >= 600); use 'direct' or 'auto'")
+            if safe and method != "direct":
+                m = torch.einsum(f"btcn,bscn->{out}", Cd[:, :, None, :] * torch.exp(S), key * torch.exp(-S))
+                m = m.masked_fill(~causal, 0.0)
+            else:
+                diff = S[:, :, None] - S[:, None, :]  # (bc, t, s, c, n)
+                diff = diff.masked_fill(~causal[None, :, :, None, None], -torch.inf)
+                m = torch.einsum(f"btn,btscn->{out}", Cd, torch.exp(diff) * key[:, None])
+            if reduce is None:
+                acc.append(m)
+            else:
+                part = (m.abs() if reduce == "abs_mean" else m).sum(1)
+                acc = part if isinstance(acc, list) else acc + part
+        rows.append(torch.cat(acc, 1) if reduce is None else acc / len(ch))
+    return torch.cat(rows, 0)

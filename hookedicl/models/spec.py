@@ -48,7 +48,8 @@ class SwiGLUSpec(_Spec):
 
 
 class MambaSpec(_Spec):
-    """Mamba (S6) mixer, HF `MambaMixer` numerics."""
+    """Mamba (S6) mixer, HF `MambaMixer` numerics. At init Δ = softplus(dt_proj.bias) is sampled per
+    channel log-uniformly in [dt_min, dt_max] and clamped below at dt_init_floor (Mamba's init)."""
 
     kind: Literal["mamba"] = "mamba"
     d_state: PositiveInt = 16
@@ -60,6 +61,12 @@ class MambaSpec(_Spec):
     dt_min: PositiveFloat = 0.001
     dt_max: PositiveFloat = 0.1
     dt_init_floor: PositiveFloat = 1e-4
+
+    @model_validator(mode="after")
+    def _check_dt(self) -> "MambaSpec":
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_min={self.dt_min} must be <= dt_max={self.dt_max}")
+        return self
 
 
 class NoneSpec(_Spec):
@@ -175,6 +182,16 @@ class ModelSpec(_Spec):
                 prev, count = cur, 1
         lines.append(f"{count} x {prev}")
         return " + ".join(lines)
+
+
+def module_name(component: Any, slot: str) -> str:
+    """The submodule name of a slot's component in a `Block`: `attn` / `mlp`, or the slot name
+    (`mixer` / `ffn`) for a Mamba."""
+    if isinstance(component, AttentionSpec):
+        return "attn"
+    if isinstance(component, (MLPSpec, SwiGLUSpec)):
+        return "mlp"
+    return slot
 
 
 def mamba_dt_rank(spec: MambaSpec, d_model: int) -> int:
