@@ -26,9 +26,6 @@ both sides alike. `--quick`: a smoke run at tiny sizes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 from collections.abc import Callable
 
 import numpy as np
@@ -38,7 +35,8 @@ from sklearn.preprocessing import StandardScaler
 
 from hookedicl.analysis.probe import LinearProbe, MLPProbe
 
-from .bench_baselines import machine, timed
+from ._machine import add_run_args, markdown_table, result_of, summary, write_json
+from .bench_baselines import interleaved, machine, rel_dev
 
 QUICK = {"prompts": 64, "layers": 2, "positions": 3, "features": 12, "targets": 3, "repeats": 1}
 
@@ -97,11 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--features", type=int, default=256)
     ap.add_argument("--targets", type=int, default=20)
     ap.add_argument("--test-frac", type=float, default=0.25)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for this run")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cases", type=str, default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
-    ap.add_argument("--json", type=str, default=None, help="also write the results here")
+    add_run_args(ap, list(CASES))
     ap.add_argument("--quick", action="store_true", help=f"a smoke run at tiny sizes: {QUICK}")
     args = ap.parse_args(argv)
     if args.quick:
@@ -123,60 +117,34 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = slice(n_test, None), slice(0, n_test)
     info = machine()
 
-    from threadpoolctl import threadpool_limits
-
     rows = []
     for name in names:
         label, fast_fn, ref_label, ref_fn = CASES[name]
         fast_fn(acts[0][:1, :16, :4], Y[:1, :16], acts[0][:1, :4, :4])  # warm-up (library loading)
-        t_fast, t_ref, c_fast, c_ref = [], [], [], []
-        dev = 0.0
-        for r in range(args.repeats):
-            for which in (("fast", "ref") if r % 2 == 0 else ("ref", "fast")):
-                fn = fast_fn if which == "fast" else ref_fn
-                with threadpool_limits(limits=args.threads):
-                    t, c, out = timed(lambda: [fn(X[:, train], Y[:, train], X[:, test]) for X in acts])
-                (t_fast if which == "fast" else t_ref).append(t)
-                (c_fast if which == "fast" else c_ref).append(c)
-                if which == "fast":
-                    out_fast = out
-                else:
-                    out_ref = out
-            for a, b in zip(out_fast, out_ref):
-                dev = max(dev, float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max()))
-        med_f, med_r = statistics.median(t_fast), statistics.median(t_ref)
-        cpu_f, cpu_r = statistics.median(c_fast), statistics.median(c_ref)
-        rows.append({
-            "case": name, "fast_path": label, "reference": ref_label,
-            "fast_median_s": med_f, "fast_cpu_median_s": cpu_f, "ref_median_s": med_r, "ref_cpu_median_s": cpu_r,
-            "speedup": med_r / med_f, "speedup_cpu": cpu_r / max(cpu_f, 1e-9), "max_rel_dev": dev,
-        })
-        print(f"  {label:22s} {med_f:8.2f} s   vs {ref_label:38s} {med_r:8.2f} s   x{med_r / med_f:6.1f}   "
-              f"max rel dev {dev:.1e}", flush=True)
+        stats, out_fast, out_ref = interleaved(
+            lambda: [fast_fn(X[:, train], Y[:, train], X[:, test]) for X in acts],
+            lambda: [ref_fn(X[:, train], Y[:, train], X[:, test]) for X in acts],
+            args.repeats, limits=(args.threads, args.threads),
+        )
+        dev = max(rel_dev(a, b) for a, b in zip(out_fast, out_ref))
+        rows.append({"case": name, "fast_path": label, "reference": ref_label, **stats, "max_rel_dev": dev})
+        print(f"  {name}: {label} x{stats['speedup']:.1f} vs {ref_label} (max rel dev {dev:.1e})", flush=True)
 
-    info["loadavg_end"] = os.getloadavg()
-    result = {"config": vars(args), "machine": info, "rows": rows}
+    result = result_of(args, info, rows)
     print()
     print(f"{args.layers} layers × {args.positions} positions = {args.layers * args.positions} probes per case, "
           f"{args.prompts - n_test} train / {n_test} test prompts, {args.features} features, {args.targets} "
           f"targets, {args.repeats} interleaved repeats, torch threads = {info['torch_threads']}")
-    print(f"machine: nproc = {info['nproc']}, CPU = {info['cpu_model']}, load average "
-          f"{info['loadavg_start'][0]:.1f} -> {info['loadavg_end'][0]:.1f}; torch {info['torch']}, "
-          f"numpy {info['numpy']}, scikit-learn {info['sklearn']}")
+    print(summary(info))
     print()
-    print("| fast path | reference | fast path, median wall (CPU) | reference, median wall (CPU) "
-          "| speed-up wall (CPU) | max rel. deviation |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['fast_path']} | {row['reference']} "
-              f"| {row['fast_median_s']:.2f} s ({row['fast_cpu_median_s']:.2f} s) "
-              f"| {row['ref_median_s']:.2f} s ({row['ref_cpu_median_s']:.2f} s) "
-              f"| {row['speedup']:.1f}× ({row['speedup_cpu']:.1f}×) | {row['max_rel_dev']:.1e} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return result
-
+    print(markdown_table(
+        ["fast path", "reference", "fast path, median wall (CPU)", "reference, median wall (CPU)",
+         "speed-up wall (CPU)", "max rel. deviation"],
+        [[row["fast_path"], row["reference"], f"{row['fast_median_s']:.2f} s ({row['fast_cpu_median_s']:.2f} s)",
+          f"{row['ref_median_s']:.2f} s ({row['ref_cpu_median_s']:.2f} s)",
+          f"{row['speedup']:.1f}× ({row['speedup_cpu']:.1f}×)", f"{row['max_rel_dev']:.1e}"] for row in rows],
+    ))
+    return write_json(result, args.json)
 
 if __name__ == "__main__":
     main()
