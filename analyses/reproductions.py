@@ -64,12 +64,14 @@ def lsa(out: Path, steps: int = 3000) -> pd.DataFrame:
     run = _train_or_load(cfg, out / "lsa")
     model = run.load_model()
     xs, ys = _prompts(run.task(), 512, seed=11)
-    sum_gd = lambda lr: B.get("gd", steps=1, lr=lr, loss="sum")  # noqa: E731  ŵ = η Xᵀy at every k
+    sum_gd = B.get("gd", steps=1, loss="sum")  # ŵ = η Xᵀy at every k
     eta_task = line_search_lr(sum_gd, xs, ys, bounds=(1e-4, 1.0))
     eta_model = line_search_lr(sum_gd, xs, ys, target=model, bounds=(1e-4, 1.0))
     refs = [
-        Reference(f"gd(1 step, sum loss, η={eta_task:.4f}: task line search)", "gd", sum_gd(eta_task)),
-        Reference(f"gd(1 step, sum loss, η={eta_model:.4f}: fit to model)", "gd", sum_gd(eta_model)),
+        Reference(f"gd(1 step, sum loss, η={eta_task:.4f}: task line search)", "gd",
+                  B.get("gd", steps=1, loss="sum", lr=eta_task)),
+        Reference(f"gd(1 step, sum loss, η={eta_model:.4f}: fit to model)", "gd",
+                  B.get("gd", steps=1, loss="sum", lr=eta_model)),
         "least_squares", "averaging",
     ]
     table = match(model, xs, ys, references=refs, metrics=("pred_diff", "sensitivity", "spd"), lr_search=None)

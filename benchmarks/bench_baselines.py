@@ -23,7 +23,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import sklearn
@@ -33,7 +33,7 @@ from sklearn.neighbors import KNeighborsRegressor
 
 import hookedicl.baselines as B
 
-from ._machine import cpu_model, n_cpus
+from ._machine import add_run_args, cpu_model, markdown_table, n_cpus, result_of, summary, write_json
 
 
 def loop_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -136,17 +136,46 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
+def rel_dev(out: np.ndarray, ref: np.ndarray) -> float:
+    """The largest |out - ref| relative to max(|ref|, 1)."""
+    return float((np.abs(out - ref) / np.maximum(np.abs(ref), 1.0)).max())
+
+
+def interleaved(fast: Callable[[], Any], ref: Callable[[], Any], repeats: int, names: tuple[str, str] = ("fast", "ref"),
+                limits: tuple[int | None, int | None] = (None, 1)) -> tuple[dict, Any, Any]:
+    """Time `fast` and `ref` alternately (the order flips on every repeat), each with native
+    thread pools limited to `limits` (None: as they are). Returns the median and min wall and
+    the median process CPU seconds of each side (keys prefixed by `names`), the speed-ups of
+    `fast` (wall and CPU), and the last outputs of both."""
+    from threadpoolctl import threadpool_limits
+
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    outs: dict[str, Any] = {}
+    sides = dict(zip(names, zip((fast, ref), limits)))
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            fn, limit = sides[name]
+            with threadpool_limits(limits=limit):
+                t, c, outs[name] = timed(fn)
+            wall[name].append(t)
+            cpu[name].append(c)
+    stats = {}
+    for n in names:
+        stats.update({f"{n}_median_s": statistics.median(wall[n]), f"{n}_min_s": min(wall[n]),
+                      f"{n}_cpu_median_s": statistics.median(cpu[n])})
+    f, r = names
+    stats["speedup"] = stats[f"{r}_median_s"] / stats[f"{f}_median_s"]
+    stats["speedup_cpu"] = stats[f"{r}_cpu_median_s"] / max(stats[f"{f}_cpu_median_s"], 1e-9)
+    return stats, outs[f], outs[r]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=1280)
     ap.add_argument("--dims", type=int, default=20)
     ap.add_argument("--points", type=int, default=41)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for this run")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cases", type=str, default=",".join(CASES),
-                    help=f"comma-separated subset of {','.join(CASES)}")
-    ap.add_argument("--json", type=str, default=None, help="also write the results here")
+    add_run_args(ap, list(CASES))
     args = ap.parse_args(argv)
     unknown = set(args.cases.split(",")) - set(CASES)
     if unknown:
@@ -164,62 +193,34 @@ def main(argv: list[str] | None = None) -> dict:
     for _, pred, _, _ in cases:  # warm-up (first-call allocation and library loading)
         pred.predict(xs[:8], ys[:8])
 
-    from threadpoolctl import threadpool_limits
-
     rows = []
     for label, pred, ref_label, ref in cases:
-        t_torch, t_ref, c_torch, c_ref = [], [], [], []
-        dev = 0.0
-        for r in range(args.repeats):
-            order = ("torch", "ref") if r % 2 == 0 else ("ref", "torch")
-            for which in order:
-                if which == "torch":
-                    t, c, out_t = timed(lambda: pred.predict(xs, ys))
-                    t_torch.append(t)
-                    c_torch.append(c)
-                else:
-                    with threadpool_limits(limits=1):
-                        t, c, out_r = timed(lambda: ref(xn, yn))
-                    t_ref.append(t)
-                    c_ref.append(c)
-            diff = np.abs(out_t.double().numpy() - out_r)
-            dev = max(dev, float((diff / np.maximum(np.abs(out_r), 1.0)).max()))
-        med_t, med_r = statistics.median(t_torch), statistics.median(t_ref)
-        cpu_t, cpu_r = statistics.median(c_torch), statistics.median(c_ref)
-        rows.append({
-            "predictor": label, "reference": ref_label,
-            "torch_median_s": med_t, "torch_min_s": min(t_torch), "torch_cpu_median_s": cpu_t,
-            "ref_median_s": med_r, "ref_min_s": min(t_ref), "ref_cpu_median_s": cpu_r,
-            "speedup": med_r / med_t, "speedup_cpu": cpu_r / cpu_t, "max_rel_dev": dev,
-        })
+        stats, out_t, out_r = interleaved(lambda: pred.predict(xs, ys), lambda: ref(xn, yn), args.repeats,
+                                          names=("torch", "ref"))
+        dev = rel_dev(out_t.double().numpy(), out_r)
+        rows.append({"predictor": label, "reference": ref_label, **stats, "max_rel_dev": dev})
+        med_t, med_r = stats["torch_median_s"], stats["ref_median_s"]
+        cpu_t, cpu_r = stats["torch_cpu_median_s"], stats["ref_cpu_median_s"]
         print(f"  {label:14s} vs {ref_label:28s} torch {med_t * 1e3:8.1f} ms   "
               f"loop {med_r:7.2f} s   x{med_r / med_t:7.1f} (cpu x{cpu_r / cpu_t:7.1f})   "
               f"max rel dev {dev:.1e}", flush=True)
 
-    info["loadavg_end"] = os.getloadavg()
-    result = {"config": vars(args), "machine": info, "rows": rows}
+    result = result_of(args, info, rows)
     print()
     print(f"{args.prompts} prompts, d = {args.dims}, {args.points} points "
           f"({args.prompts * (args.points - 1)} prefix fits per loop), {args.repeats} interleaved "
           f"repeats, torch threads = {info['torch_threads']}")
-    print(f"machine: nproc = {info['nproc']}, CPU = {info['cpu_model']}, load average "
-          f"{info['loadavg_start'][0]:.1f} -> {info['loadavg_end'][0]:.1f}; torch {info['torch']}, "
-          f"numpy {info['numpy']}, scikit-learn {info['sklearn']}; "
-          f"native pools {', '.join(info['native_thread_pools'])}")
+    print(summary(info))
     print()
-    print("| predictor | per-prefix reference loop | batched torch, median wall (CPU) "
-          "| loop, median wall (CPU) | speed-up wall (CPU) | max rel. deviation |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['predictor']} | {row['reference']} "
-              f"| {row['torch_median_s'] * 1e3:.0f} ms ({row['torch_cpu_median_s'] * 1e3:.0f} ms) "
-              f"| {row['ref_median_s']:.2f} s ({row['ref_cpu_median_s']:.2f} s) "
-              f"| {row['speedup']:.0f}× ({row['speedup_cpu']:.0f}×) | {row['max_rel_dev']:.1e} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return result
-
+    print(markdown_table(
+        ["predictor", "per-prefix reference loop", "batched torch, median wall (CPU)", "loop, median wall (CPU)",
+         "speed-up wall (CPU)", "max rel. deviation"],
+        [[row["predictor"], row["reference"],
+          f"{row['torch_median_s'] * 1e3:.0f} ms ({row['torch_cpu_median_s'] * 1e3:.0f} ms)",
+          f"{row['ref_median_s']:.2f} s ({row['ref_cpu_median_s']:.2f} s)",
+          f"{row['speedup']:.0f}× ({row['speedup_cpu']:.0f}×)", f"{row['max_rel_dev']:.1e}"] for row in rows],
+    ))
+    return write_json(result, args.json)
 
 if __name__ == "__main__":
     main()

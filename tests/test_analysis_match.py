@@ -117,14 +117,36 @@ def test_model_query_gradient_matches_finite_differences():
 def test_line_search_recovers_a_known_step_size_and_minimises_task_error():
     xs, ys = prompts(batch=32)
     truth = B.get("gd", steps=1, lr=0.37).predict(xs, ys)
-    lr = match.line_search_lr(lambda lr: B.get("gd", steps=1, lr=lr), xs, ys, target=truth)
+    lr = match.line_search_lr(B.get("gd", steps=1), xs, ys, target=truth)
     assert lr == pytest.approx(0.37, rel=1e-3)
-    lr_task = match.line_search_lr(lambda lr: B.get("gd", steps=2, lr=lr), xs, ys)
+    lr_task = match.line_search_lr(B.get("gd", steps=2), xs, ys)
 
     def err(v):
         return float(((B.get("gd", steps=2, lr=v).predict(xs, ys) - ys)[:, 1:] ** 2).mean())
 
     assert err(lr_task) <= min(err(lr_task * 0.8), err(lr_task * 1.25))
+
+
+@pytest.mark.parametrize("name, kw", [("gd", {"steps": 2}), ("gd", {"steps": 1, "loss": "sum"}), ("sgd", {})])
+@pytest.mark.parametrize("to_model", [False, True])
+def test_line_search_over_a_predictor_equals_the_former_factory_search(name, kw, to_model):
+    # before: a factory η -> B.get(name, lr=η, **kw) (constructor-built); after: the predictor,
+    # varied by clone + set_params. Same prompts (fixed seed), bit-identical step size.
+    xs, ys = prompts(batch=16)
+    target = B.get("gd", steps=1, lr=0.3).predict(xs, ys) if to_model else None
+    before = match._search(lambda lr: B.get(name, lr=lr, **kw), xs, ys, target, (1e-4, 10.0), 29, 20)
+    pred = B.get(name, **kw)
+    after = match.line_search_lr(pred, xs, ys, target=target)
+    assert after == before
+    assert pred.get_params() == B.get(name, **kw).get_params()  # the argument itself is untouched
+
+
+def test_line_search_rejects_a_factory_and_an_unknown_hyperparameter():
+    xs, ys = prompts(batch=4)
+    with pytest.raises(TypeError, match="get_params / set_params"):
+        match.line_search_lr(lambda lr: B.get("gd", lr=lr), xs, ys)
+    with pytest.raises(ValueError, match="'lr'"):
+        match.line_search_lr(B.get("ridge"), xs, ys)
 
 
 def test_best_match_finds_the_generating_predictor():

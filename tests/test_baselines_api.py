@@ -88,6 +88,56 @@ def test_get_params_and_repr_round_trip():
     assert B.get("knn", **q.get_params()).get_params() == q.get_params()
 
 
+# A non-default value for every hyperparameter of every registered predictor (cheap ones).
+OTHER = {
+    "least_squares": {"rcond": 1e-3}, "ridge": {"alpha": 0.3}, "averaging": {}, "zero": {},
+    "gd": {"steps": 2, "lr": 0.2, "loss": "sum"}, "sgd": {"lr": 0.05},
+    "gd_plus_plus": {"steps": 3, "lr": 0.05, "gamma": 0.1}, "newton": {"steps": 3, "init_scale": 0.5},
+    "knn": {"k": 2, "weights": "distance", "power": 1.0}, "lasso": {"alpha": 0.05, "max_iter": 500, "tol": 1e-3},
+    "decision_tree": {"max_depth": 2, "min_samples_leaf": 2, "seed": 1},
+    "gradient_boosting": {"n_estimators": 3, "max_depth": 2, "learning_rate": 0.2, "l2_regularization": 0.5,
+                          "min_samples_leaf": 2, "seed": 1, "n_threads": 2},
+    "relu_net": {"hidden": 8, "steps": 15, "lr": 1e-2, "batch_size": 4, "seed": 1},
+}
+
+
+def test_other_covers_every_hyperparameter_of_the_registry():
+    assert sorted(OTHER) == sorted(B.REGISTRY)
+    for name, cls in B.REGISTRY.items():
+        assert sorted(OTHER[name]) == sorted(cls._param_names()), name
+        defaults = cls().get_params()
+        assert all(OTHER[name][k] != defaults[k] for k in OTHER[name]), name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sklearn_parameter_protocol_and_clone(name):
+    from sklearn.base import clone
+
+    xs, ys = data()
+    direct = B.REGISTRY[name](**OTHER[name])  # the constructor, not set_params
+    p = B.REGISTRY[name]()
+    assert p.set_params(**OTHER[name]) is p
+    assert p.get_params(deep=True) == p.get_params(deep=False) == OTHER[name]
+    for q in (clone(p), clone(direct)):
+        assert type(q) is type(p) and q is not p and q.get_params() == OTHER[name]
+        torch.testing.assert_close(q.predict(xs, ys), direct.predict(xs, ys), rtol=0, atol=0)
+    torch.testing.assert_close(p.predict(xs, ys), direct.predict(xs, ys), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown hyperparameter.*'nope'"):
+        p.set_params(nope=1)
+    assert p.get_params() == OTHER[name]
+
+
+@pytest.mark.parametrize("name, hyper, word", [
+    ("ridge", {"alpha": -1.0}, "alpha"), ("gd", {"loss": "l1"}, "loss"), ("knn", {"k": 0}, "'k'"),
+])
+def test_set_params_checks_values_and_leaves_the_predictor_unchanged(name, hyper, word):
+    p = B.get(name)
+    before = p.get_params()
+    with pytest.raises(ValueError, match=word):
+        p.set_params(**hyper)
+    assert p.get_params() == before
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_shape_dtype_and_prediction_zero(name):
     xs, ys = data()

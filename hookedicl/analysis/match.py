@@ -112,19 +112,41 @@ def _objective(
 
 
 def line_search_lr(
-    make: Callable[[float], Any],
+    predictor: Any,
     xs: torch.Tensor,
     ys: torch.Tensor,
     *,
+    param: str = "lr",
     target: torch.Tensor | None = None,
     bounds: tuple[float, float] = (1e-4, 10.0),
     n_grid: int = 29,
     n_refine: int = 20,
 ) -> float:
-    """Step size η of the predictor family `make(η)` minimising the mean squared difference of
-    its predictions (positions 1..n-1; position 0 is always 0) to `target` `(batch, n_points)`
-    — ys when None (the task error). A log-spaced grid over `bounds`, then golden-section search
-    in log η between the best grid point's neighbours. Diverging step sizes score +inf."""
+    """Step size η for `predictor` (a baseline such as `gd` or `sgd`, or any object with
+    scikit-learn's `get_params` / `set_params`) minimising the mean squared difference of its
+    predictions (positions 1..n-1; position 0 is always 0) to `target` `(batch, n_points)` — ys
+    when None (the task error). The hyperparameter `param` is varied on clones
+    (`sklearn.base.clone(predictor).set_params(param=η)`); every other hyperparameter is kept
+    and `predictor` itself is not changed. A log-spaced grid over `bounds`, then golden-section
+    search in log η between the best grid point's neighbours. Diverging step sizes score +inf."""
+    from sklearn.base import clone
+
+    if not (hasattr(predictor, "get_params") and hasattr(predictor, "set_params")):
+        raise TypeError(
+            "line_search_lr needs a predictor with get_params / set_params (e.g. "
+            f"hookedicl.baselines.get('gd')), got {type(predictor).__name__}"
+        )
+    if param not in predictor.get_params():
+        raise ValueError(f"line_search_lr: {predictor!r} has no hyperparameter {param!r}; "
+                         f"it has {sorted(predictor.get_params())}")
+    return _search(lambda v: clone(predictor).set_params(**{param: v}), xs, ys, target, bounds, n_grid, n_refine)
+
+
+def _search(
+    make: Callable[[float], Any], xs: torch.Tensor, ys: torch.Tensor, target: torch.Tensor | None,
+    bounds: tuple[float, float], n_grid: int, n_refine: int,
+) -> float:
+    """The search behind `line_search_lr` over the family `make(η)`."""
     check_prompts(xs, ys)
     lo, hi = bounds
     if not 0 < lo < hi:
@@ -231,7 +253,7 @@ def _family(name: str, xs: Any, ys: Any, lr_search: str | None, goal: Any, ridge
             if lr_search is None:
                 lr = B.get(name, **kw).lr
             else:
-                lr = line_search_lr(lambda lr, kw=kw: B.get(name, lr=lr, **kw), xs, ys, target=goal)
+                lr = line_search_lr(B.get(name, **kw), xs, ys, target=goal)
             lrs = [(lr, lr_search)] + ([(g, None) for g in gd_lrs] if name == "gd" else [])
             for value, how in lrs:
                 s = "" if steps is None else f"steps={steps}, "

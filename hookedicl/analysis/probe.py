@@ -17,12 +17,15 @@ squares ŵ), `"ridge"` (ridge ŵ, λ = 1; `ridge(alpha)` for another λ), `"gd"`
 `gd(steps, lr)`), any `LinearPredictor` baseline (its `.weights`), or any callable
 `target(batch) -> tensor` (`batch`: a `TaskBatch` with `.xs`, `.ys`, `.params`).
 
-Probes. `LinearProbe` (scikit-learn `RidgeCV` on standardised features, λ by efficient
-leave-one-out) and `MLPProbe` (one hidden ReLU layer, trained full-batch with AdamW in torch, many
-probes at once). Both are fitted on a seeded split of the prompts (`test_frac` held out; the same
-split for every hook, layer and position) and scored on the held-out prompts: `mean` is the
-held-out R² (`metric = "r2"`), pooled over the target's coordinates (1 − ΣSSE / ΣSST, SST around
-the held-out mean; NaN when the target does not vary, e.g. Xᵀy at k = 0), with a percentile
+Probes. `LinearProbe` (ridge on standardised features, λ by exact leave-one-out: scikit-learn's
+`RidgeCV`, computed in torch) and `MLPProbe` (one hidden ReLU layer, trained full-batch with AdamW
+in torch). Both are scikit-learn estimators (`clone`, `Pipeline`, `cross_val_score`,
+`GridSearchCV` work on them), and `fit_stack` fits many probes at once (one per token position),
+the fast path the analyses here use; each stacked probe equals the one fitted alone. Both are
+fitted on a seeded split of the prompts (`test_frac` held out; the same split for every hook,
+layer and position) and scored on the held-out prompts: `mean` is the held-out R²
+(`metric = "r2"`), pooled over the target's coordinates (1 − ΣSSE / ΣSST, SST around the held-out
+mean; NaN when the target does not vary, e.g. Xᵀy at k = 0), with a percentile
 bootstrap CI over held-out prompts; `mse` is the held-out mean squared error per coordinate.
 
 Controls (`controls=`): `"shuffle"` (targets permuted across prompts: R² ≈ 0 expected) and
@@ -35,11 +38,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..baselines import GradientDescent, LeastSquares, LinearPredictor, Ridge
 from ..evaluation.bootstrap import bootstrap_means
@@ -47,6 +52,9 @@ from ..tasks import TaskBatch
 from .common import (
     RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites, run_prompts,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "LinearProbe", "MLPProbe", "Target", "analyze_run", "as_target", "baseline_target", "gd", "ols", "plot_probe", "probe",
@@ -160,77 +168,178 @@ def _target_table(target: Target, batch: TaskBatch) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- probes
-def _standardise(X: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    mu = X.mean(axis=axis, keepdims=True)
-    sd = X.std(axis=axis, keepdims=True)
-    return mu, np.where(sd > 1e-8, sd, 1.0)
+class _Probe(RegressorMixin, BaseEstimator):
+    """The scikit-learn side shared by the probes. `fit(X, y)`: X `(n, f)`, y `(n,)` or `(n, t)`;
+    `predict(X)`: `(m,)` after a 1-D y, else `(m, t)`. `fit_stack(X, Y)` fits P independent
+    problems `(P, n, f)`, `(P, n, t)` at once in torch (the fast path the probing analyses use)
+    and returns P fitted estimators, each the one `clone(probe).fit(X[p], Y[p])` gives (up to
+    float rounding). Hyperparameters are checked when fitting, not in `__init__`."""
 
+    name: ClassVar[str] = ""
 
-class LinearProbe:
-    """Ridge regression (scikit-learn `RidgeCV`, λ from `alphas` by leave-one-out) on features
-    standardised with the training statistics. `fit(X, Y)` takes `(n, f)`, `(n, t)`, or a stack
-    of independent problems `(P, n, f)`, `(P, n, t)`; `predict` returns the matching rank."""
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
-    name = "linear"
-
-    def __init__(self, *, alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> None:
-        self.alphas = tuple(float(a) for a in alphas)
-        if not self.alphas or min(self.alphas) <= 0:
-            raise ValueError(f"alphas must be positive numbers, got {alphas!r}")
-
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "LinearProbe":
-        from sklearn.linear_model import RidgeCV
-
-        X3, Y3 = _as3(X, Y)
-        self._mu, self._sd = _standardise(X3, axis=1)
-        Z = (X3 - self._mu) / self._sd
-        self._models = [RidgeCV(alphas=self.alphas).fit(Z[p], Y3[p]) for p in range(X3.shape[0])]
-        self._rank = np.ndim(X)
+    def fit(self, X: Any, y: Any) -> Self:
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        y = np.asarray(y, np.float64)
+        self._check_params()
+        self._set_fitted(self._fit_stack(X[None], y.reshape(len(y), -1)[None]), 0, y.ndim)
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        X3 = np.asarray(X, np.float64) if np.ndim(X) == 3 else np.asarray(X, np.float64)[None]
-        Z = (X3 - self._mu) / self._sd
-        out = np.stack([m.predict(Z[p]).reshape(Z.shape[1], -1) for p, m in enumerate(self._models)])
-        return out if np.ndim(X) == 3 else out[0]
+    def fit_stack(self, X: Any, Y: Any) -> list[Self]:
+        """P probes fitted at once: X `(P, n, f)`, Y `(P, n)` or `(P, n, t)` → P fitted clones."""
+        X3, Y3 = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+        y_ndim = Y3.ndim - 1
+        if Y3.ndim == 2:
+            Y3 = Y3[..., None]
+        if X3.ndim != 3 or Y3.ndim != 3 or X3.shape[:2] != Y3.shape[:2] or 0 in X3.shape or Y3.shape[2] == 0:
+            raise ValueError(
+                f"{type(self).__name__}.fit_stack needs X (P, n, f) and Y (P, n) or (P, n, t) with the same "
+                f"non-zero P and n; got X {np.shape(X)}, Y {np.shape(Y)}"
+            )
+        for arg, a in (("X", X3), ("Y", Y3)):
+            if not np.isfinite(a).all():
+                raise ValueError(f"{type(self).__name__}.fit_stack: {arg} (shape {a.shape}) contains NaN or inf")
+        self._check_params()
+        fitted = self._fit_stack(X3, Y3)
+        out = []
+        for p in range(X3.shape[0]):
+            est = clone(self)
+            est.n_features_in_ = X3.shape[2]
+            est._set_fitted(fitted, p, y_ndim)
+            out.append(est)
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = self._forward(X)
+        return out[:, 0] if self._y_ndim == 1 else out
+
+    # subclasses: check the hyperparameters, fit a stack (P, n, f) -> arrays with a leading P
+    # axis, store problem p's fitted attributes, and map X (m, f) -> (m, t)
+    def _check_params(self) -> None:
+        raise NotImplementedError
+
+    def _fit_stack(self, X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_fitted(self, fitted: dict[str, np.ndarray], p: int, y_ndim: int) -> None:
+        raise NotImplementedError
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
-class MLPProbe:
+def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over axis 1 of `(P, n, f)` (a constant column gets sd 1)."""
+    mu = x.mean(1, keepdim=True)
+    sd = x.std(1, correction=0, keepdim=True)
+    return mu, torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+
+
+class LinearProbe(_Probe):
+    """Ridge regression on features standardised with the training statistics, λ chosen from
+    `alphas` by exact leave-one-out squared error (pooled over the targets; the first of tied
+    λ): the model scikit-learn's `RidgeCV(alphas, fit_intercept=True)` fits on the standardised
+    features, computed in torch from one SVD per problem, for a whole stack of problems at once.
+
+    Fitted attributes: `coef_` `(f,)` or `(t, f)` and `intercept_` (float or `(t,)`) in the
+    units of the input features, `alpha_` (the chosen λ), `n_features_in_`."""
+
+    name: ClassVar[str] = "linear"
+
+    def __init__(self, *, alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> None:
+        self.alphas = alphas
+
+    def _check_params(self) -> None:
+        a = np.asarray(self.alphas, dtype=np.float64) if np.ndim(self.alphas) == 1 else None
+        if a is None or not a.size or not np.isfinite(a).all() or (a <= 0).any():
+            raise ValueError(f"LinearProbe: alphas must be a non-empty sequence of positive numbers, got {self.alphas!r}")
+
+    def _fit_stack(self, X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+        x, y = torch.tensor(X), torch.tensor(Y)  # copies: X may be a read-only memmap
+        n = x.shape[1]
+        mu, sd = _standardise(x)
+        z = (x - mu) / sd
+        zm, ym = z.mean(1, keepdim=True), y.mean(1, keepdim=True)
+        zc, yc = z - zm, y - ym
+        U, S, Vh = torch.linalg.svd(zc, full_matrices=False)  # (P, n, r), (P, r), (P, r, f)
+        s2, uty = S**2, U.mT @ yc  # (P, r), (P, r, t)
+        errs = []
+        for alpha in np.asarray(self.alphas, np.float64):
+            shrink = s2 / (s2 + alpha)  # (P, r): the hat matrix H = U diag(shrink) Uᵀ (+ 1/n, intercept)
+            resid = yc - U @ (shrink[..., None] * uty)
+            h = (U**2 * shrink[:, None, :]).sum(-1) + 1.0 / n  # (P, n)
+            e = ((resid / (1.0 - h)[..., None]) ** 2).mean((1, 2))  # leave-one-out squared error
+            errs.append(torch.where(torch.isfinite(e), e, torch.full_like(e, math.inf)))
+        best = torch.stack(errs, 1).argmin(1)  # (P,): the first minimum
+        alpha = torch.as_tensor(np.asarray(self.alphas, np.float64))[best]
+        w = Vh.mT @ ((S / (s2 + alpha[:, None]))[..., None] * uty)  # (P, f, t) in standardised units
+        b = ym - zm @ w  # (P, 1, t)
+        coef = w / sd.mT
+        intercept = b - mu @ coef
+        return {"coef": coef.mT.numpy(), "intercept": intercept[:, 0].numpy(), "alpha": alpha.numpy()}
+
+    def _set_fitted(self, fitted: dict[str, np.ndarray], p: int, y_ndim: int) -> None:
+        self._y_ndim = y_ndim
+        self.alpha_ = float(fitted["alpha"][p])
+        self.coef_ = fitted["coef"][p][0] if y_ndim == 1 else fitted["coef"][p]
+        self.intercept_ = float(fitted["intercept"][p][0]) if y_ndim == 1 else fitted["intercept"][p]
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        return X @ np.atleast_2d(self.coef_).T + self.intercept_
+
+
+class MLPProbe(_Probe):
     """A one-hidden-layer ReLU MLP `(f -> hidden -> t)` on standardised features and targets,
     trained full-batch with AdamW from a seeded init (output layer 0: the probe starts by
-    predicting the training mean), with early stopping: `val_frac` of the
-    training prompts (seeded) are held back and each probe keeps the parameters of its best
-    validation loss (checked every 10 steps, up to `steps`). Same `fit`/`predict` shapes as
-    `LinearProbe`; a stack `(P, n, f)` is trained as P independent probes at once."""
+    predicting the training mean), with early stopping: `val_frac` of the training rows
+    (seeded; none when fewer than 10 rows) are held back and the probe keeps the parameters of
+    its best validation loss (checked every 10 steps, up to `steps`). Trained in float32 torch;
+    a stack (`fit_stack`) trains P independent probes at once, each from the same init and
+    split as a probe fitted alone.
 
-    name = "mlp"
+    Fitted attributes: `coefs_` `[(f, hidden), (hidden, t)]`, `intercepts_` `[(hidden,), (t,)]`
+    (on standardised data), `mean_`, `scale_` `(f,)` and `y_mean_`, `y_scale_` `(t,)` (the
+    standardisation), `n_features_in_`."""
+
+    name: ClassVar[str] = "mlp"
 
     def __init__(
         self, *, hidden: int = 64, steps: int = 300, lr: float = 1e-2, weight_decay: float = 1e-2,
         val_frac: float = 0.2, seed: int = 0,
     ) -> None:
-        for k, v in (("hidden", hidden), ("steps", steps)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"MLPProbe: {k} must be a positive int, got {v!r}")
-        if not lr > 0 or not weight_decay >= 0:
-            raise ValueError(f"MLPProbe: lr must be > 0 and weight_decay >= 0, got {lr!r}, {weight_decay!r}")
-        if not 0 <= val_frac < 1:
-            raise ValueError(f"MLPProbe: val_frac must be in [0, 1), got {val_frac!r}")
         self.hidden, self.steps, self.lr, self.weight_decay = hidden, steps, lr, weight_decay
         self.val_frac, self.seed = val_frac, seed
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "MLPProbe":
-        X3, Y3 = _as3(X, Y)
-        self._mu, self._sd = _standardise(X3, axis=1)
-        self._ymu, self._ysd = _standardise(Y3, axis=1)
-        x = torch.as_tensor((X3 - self._mu) / self._sd, dtype=torch.float32)
-        y = torch.as_tensor((Y3 - self._ymu) / self._ysd, dtype=torch.float32)
+    def _check_params(self) -> None:
+        for k in ("hidden", "steps", "seed"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (0 if k == "seed" else 1):
+                raise ValueError(f"MLPProbe: {k} must be a {'non-negative' if k == 'seed' else 'positive'} int, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"MLPProbe: lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"MLPProbe: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.val_frac, (int, float)) and 0 <= self.val_frac < 1):
+            raise ValueError(f"MLPProbe: val_frac must be in [0, 1), got {self.val_frac!r}")
+
+    def _fit_stack(self, X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+        X, Y = torch.tensor(X), torch.tensor(Y)
+        mu, sd = _standardise(X)
+        ymu, ysd = _standardise(Y)
+        x = ((X - mu) / sd).float()
+        y = ((Y - ymu) / ysd).float()
         P, n, f = x.shape
         n_val = int(round(self.val_frac * n)) if n >= 10 else 0
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         fit_idx, val_idx = perm[n_val:], perm[:n_val]
-        g = torch.Generator().manual_seed(self.seed)
-        w1 = (torch.randn(P, f, self.hidden, generator=g) * math.sqrt(2.0 / f)).requires_grad_()
+        init = torch.randn(f, self.hidden, generator=torch.Generator().manual_seed(self.seed)) * math.sqrt(2.0 / f)
+        w1 = init.expand(P, f, self.hidden).clone().requires_grad_()  # every problem: the init of a probe fitted alone
         b1 = torch.zeros(P, 1, self.hidden, requires_grad=True)
         w2 = torch.zeros(P, self.hidden, y.shape[2], requires_grad=True)  # starts at the train mean
         b2 = torch.zeros(P, 1, y.shape[2], requires_grad=True)
@@ -257,26 +366,21 @@ class MLPProbe:
                 opt.zero_grad()
                 loss(fit_idx).sum().backward()
                 opt.step()
-        self._params = best if n_val else [p.detach() for p in params]
-        return self
+        w1, b1, w2, b2 = (p.double().numpy() for p in (best if n_val else [p.detach() for p in params]))
+        return {"w1": w1, "b1": b1[:, 0], "w2": w2, "b2": b2[:, 0], "mean": mu[:, 0].numpy(),
+                "scale": sd[:, 0].numpy(), "y_mean": ymu[:, 0].numpy(), "y_scale": ysd[:, 0].numpy()}
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        X3 = np.asarray(X, np.float64) if np.ndim(X) == 3 else np.asarray(X, np.float64)[None]
-        w1, b1, w2, b2 = self._params
-        x = torch.as_tensor((X3 - self._mu) / self._sd, dtype=torch.float32)
-        with torch.no_grad():
-            out = (torch.relu(x @ w1 + b1) @ w2 + b2).double().numpy()
-        out = out * self._ysd + self._ymu
-        return out if np.ndim(X) == 3 else out[0]
+    def _set_fitted(self, fitted: dict[str, np.ndarray], p: int, y_ndim: int) -> None:
+        self._y_ndim = y_ndim
+        self.coefs_ = [fitted["w1"][p], fitted["w2"][p]]
+        self.intercepts_ = [fitted["b1"][p], fitted["b2"][p]]
+        self.mean_, self.scale_ = fitted["mean"][p], fitted["scale"][p]
+        self.y_mean_, self.y_scale_ = fitted["y_mean"][p], fitted["y_scale"][p]
 
-
-def _as3(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
-    if X.ndim == 2:
-        X, Y = X[None], (Y[None, :, None] if Y.ndim == 1 else Y[None])
-    if X.ndim != 3 or Y.ndim != 3 or X.shape[:2] != Y.shape[:2]:
-        raise ValueError(f"probe inputs must be X (n, f), Y (n, t) or stacks (P, n, f), (P, n, t); got {X.shape}, {Y.shape}")
-    return X, Y
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        (w1, w2), (b1, b2) = self.coefs_, self.intercepts_
+        hidden = np.maximum((X - self.mean_) / self.scale_ @ w1 + b1, 0.0)
+        return (hidden @ w2 + b2) * self.y_scale_ + self.y_mean_
 
 
 def _as_probe(spec: Any) -> LinearProbe | MLPProbe:
@@ -311,8 +415,8 @@ def _split(b: int, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 def _score(X: np.ndarray, Y: np.ndarray, probe: LinearProbe | MLPProbe, s: _Setup) -> dict[str, np.ndarray]:
     """Fit on the train prompts and score on the test prompts; X (P, b, f), Y (P, b, t)."""
-    probe.fit(X[:, s.train], Y[:, s.train])
-    pred = probe.predict(X[:, s.test])
+    fitted = probe.fit_stack(X[:, s.train], Y[:, s.train])
+    pred = np.stack([est.predict(x) for est, x in zip(fitted, X[:, s.test])])  # (P, m, t)
     y = Y[:, s.test]
     sse = ((pred - y) ** 2).sum(-1)                          # (P, m)
     sst = ((y - y.mean(1, keepdims=True)) ** 2).sum(-1)      # (P, m)

@@ -11,7 +11,10 @@ Contract (every predictor):
   the first ``i`` points (row 0 is 0), and ``predict = (weights * xs).sum(-1)``.
 
 Hyperparameters live in the constructor (keyword-only, documented defaults) and are checked
-there; nothing is fitted or computed before ``predict``. Inputs are never silently coerced:
+there; nothing is fitted or computed before ``predict``. They follow scikit-learn's parameter
+protocol: ``get_params(deep)``, ``set_params(**params)`` (re-checked by the constructor) and
+``sklearn.base.clone`` work on every predictor; ``predict`` keeps the in-context signature
+``predict(xs, ys)``, so they are not scikit-learn estimators otherwise. Inputs are never silently coerced:
 non-tensors, non-floating dtypes, wrong ranks, mismatched shapes or devices and non-finite values
 raise. Vector targets ``(batch, n_points, y_dim)`` are not supported by any predictor here.
 """
@@ -105,16 +108,32 @@ class Predictor(abc.ABC):
     def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Predictions for validated, non-empty inputs (any floating dtype)."""
 
-    # scikit-learn style introspection -------------------------------------------------------
+    # scikit-learn's parameter protocol (get_params / set_params; sklearn.base.clone works) ---
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
         return [p.name for p in sig.parameters.values() if p.name != "self"
                 and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor hyperparameters and their current values."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor hyperparameters and their current values (scikit-learn's protocol;
+        no hyperparameter is itself an estimator, so ``deep`` changes nothing)."""
         return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> "Predictor":
+        """Set hyperparameters in place and return ``self`` (scikit-learn's protocol). The new
+        values are checked by the constructor, so an invalid or unknown hyperparameter raises
+        ``ValueError`` naming it and leaves the predictor unchanged."""
+        accepted = self._param_names()
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown hyperparameter(s) {', '.join(map(repr, unknown))}; "
+                f"accepted: {', '.join(accepted) if accepted else '(none)'}"
+            )
+        checked = type(self)(**{**self.get_params(), **params})
+        vars(self).update(vars(checked))
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

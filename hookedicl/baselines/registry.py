@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from .base import Predictor
@@ -37,13 +36,4 @@ def get(name: str, **hyper: Any) -> Predictor:
     """
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"unknown baseline {name!r}; valid names: {', '.join(REGISTRY)}")
-    cls = REGISTRY[name]
-    accepted = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-                if p.name != "self"]
-    unknown = sorted(set(hyper) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"{name}: unknown hyperparameter(s) {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(accepted) if accepted else '(none)'}"
-        )
-    return cls(**hyper)
+    return REGISTRY[name]().set_params(**hyper)
