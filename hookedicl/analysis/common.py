@@ -20,7 +20,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.sites import hook_head_dim, hook_layer, hook_pos_dim, resid_hook  # noqa: F401  (one home: models.sites)
+
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def model_device(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of a model's parameters."""
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+def as_batch(prompts: Any, what: str = "prompts") -> Any:
+    """`prompts` if it is a `TaskBatch` (the one prompt type every analysis takes), else a
+    ValueError naming `what`. Build one with `task.sample(...)` or `TaskBatch(xs, ys)`."""
+    from ..tasks import TaskBatch
+
+    if not isinstance(prompts, TaskBatch):
+        raise ValueError(f"{what} must be a hookedicl TaskBatch (task.sample(...) or TaskBatch(xs, ys)), "
+                         f"got {type(prompts).__name__}")
+    return prompts
 
 
 def is_model(obj: Any) -> bool:
@@ -74,11 +93,6 @@ def check_layers(model: Any, layers: list[int] | None) -> list[int]:
     if bad:
         raise ValueError(f"layer(s) {bad} out of range: this model's residual layers are 0..{n - 1}")
     return list(layers)
-
-
-def resid_hook(layer: int) -> str:
-    """Hook name of residual-stream layer `layer` (see the module docstring)."""
-    return "blocks.0.hook_resid_pre" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
 
 
 def check_block(model: Any, layer: int, what: str = "layer") -> None:
@@ -146,35 +160,6 @@ def nan_mean_ci(values: np.ndarray | torch.Tensor, ci: float = 0.95, n_bootstrap
 # ---------------------------------------------------------------- hook sites (probe, ablate, patch)
 RESID = "resid"
 """Shorthand accepted wherever a list of hooks is: every residual-stream layer (`resid_hook`)."""
-
-_HEAD_AT_2 = ("hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_z")
-_HEAD_AT_1 = ("hook_attn_scores", "hook_pattern")
-
-
-def hook_pos_dim(name: str) -> int:
-    """Dimension of hook `name` that indexes token positions (the query axis for patterns)."""
-    return 2 if name.endswith(_HEAD_AT_1) else 1
-
-
-def hook_head_dim(name: str) -> int | None:
-    """Dimension of hook `name` that indexes attention heads, or None if it has none."""
-    if name.endswith(_HEAD_AT_2):
-        return 2
-    if name.endswith(_HEAD_AT_1):
-        return 1
-    return None
-
-
-def hook_layer(name: str) -> int:
-    """The `layer` reported for hook `name`: the residual layer for `blocks.{l}.hook_resid_pre`
-    (l) and `blocks.{l}.hook_resid_post` (l + 1); otherwise the block index l of `blocks.{l}.*`;
-    0 for `hook_embed` / `hook_pos_embed`; -1 for any other name (e.g. `hook_readout`)."""
-    parts = name.split(".")
-    if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():
-        l = int(parts[1])
-        return l + 1 if name.endswith("hook_resid_post") else l
-    return 0 if name in ("hook_embed", "hook_pos_embed") else -1
-
 
 def resolve_sites(model: Any, hooks: str | list[str] | tuple[str, ...], layers: list[int] | None = None) -> list[tuple[str, int]]:
     """Expand hook specs into `(hook name, layer)` pairs, in the order given.

@@ -215,3 +215,76 @@ def _check_denominator(denominator: float, zero_total: float) -> None:
             f"> 0 (the baseline must have lower total error than the zero predictor; zero_err total "
             f"{zero_total:.6g})"
         )
+
+
+@dataclass(frozen=True)
+class ScoreChange:
+    """The change of a quantity between two versions of a model on the same prompts.
+
+    Attributes:
+        before, after: the quantity (an ICL score, or a mean normalised error) of each version.
+        delta: ``after − before``; ``ci_low`` / ``ci_high``: its percentile-bootstrap interval over
+            prompts (the errors of both versions, the baseline's and the zero predictor's
+            resampled jointly); ``n_prompts``, ``level``, ``n_bootstrap`` as in ``ICLScore``.
+    """
+
+    before: float
+    after: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    n_prompts: int
+    level: float
+    n_bootstrap: int
+
+
+def icl_score_change(
+    before_err: ArrayLike,
+    after_err: ArrayLike,
+    baseline_err: ArrayLike | None,
+    zero_err: ArrayLike,
+    *,
+    ci: float = 0.95,
+    n_bootstrap: int = 1000,
+    seed: SeedLike = 0,
+) -> ScoreChange:
+    """Paired change of the ICL regression score (same-prompts mode) from ``before_err`` to
+    ``after_err``, all ``(n_prompts, n_points)`` squared errors on the same prompts.
+
+    ``before`` / ``after`` equal ``icl_regression_score(err, baseline_err, zero_err).value``; the
+    interval of ``after − before`` comes from one bootstrap over prompts of the three per-prompt
+    gains Σ_i (ξ_zero − e). With ``baseline_err=None`` the quantity is instead the mean error over
+    positions divided by the mean of ``zero_err`` (the normalised error), and the interval is
+    that of its paired difference.
+    """
+    check_ci(ci)
+    a = to_numpy(before_err, "before_err")
+    b = to_numpy(after_err, "after_err")
+    z = to_numpy(zero_err, "zero_err")
+    for name, arr in (("before_err", a), ("after_err", b), ("zero_err", z)):
+        check_errors(arr, name, (2,))
+        if arr.shape != a.shape:
+            raise ValueError(f"{name} has shape {_shape(arr)} but before_err has {_shape(a)} (same prompts needed)")
+    if a.shape[0] < 2:
+        raise ValueError(f"before_err needs at least 2 prompts for a confidence interval; got shape {_shape(a)}")
+    alpha = (1.0 - ci) / 2.0
+    if baseline_err is None:
+        m2 = float(z.mean())
+        diff = (b - a).mean(axis=1) / m2
+        boot = bootstrap_means(diff, n_bootstrap, seed)
+        lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+        before, after = float(a.mean() / m2), float(b.mean() / m2)
+        return ScoreChange(before, after, after - before, float(lo), float(hi), int(a.shape[0]), float(ci), int(n_bootstrap))
+    base = to_numpy(baseline_err, "baseline_err")
+    check_errors(base, "baseline_err", (2,))
+    if base.shape != a.shape:
+        raise ValueError(f"baseline_err has shape {_shape(base)} but before_err has {_shape(a)} (same prompts needed)")
+    stats = np.stack([(z - a).sum(1), (z - b).sum(1), (z - base).sum(1)], axis=1)
+    m = stats.mean(0)
+    _check_denominator(float(m[2]), float(z.sum(1).mean()))
+    boot = bootstrap_means(stats, n_bootstrap, seed)
+    ok = boot[:, 2] > 0
+    delta = (boot[ok, 1] - boot[ok, 0]) / boot[ok, 2]
+    lo, hi = np.quantile(delta, [alpha, 1.0 - alpha]) if delta.size else (np.nan, np.nan)
+    before, after = float(m[0] / m[2]), float(m[1] / m[2])
+    return ScoreChange(before, after, after - before, float(lo), float(hi), int(a.shape[0]), float(ci), int(n_bootstrap))
