@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, StrictBool, field_validator, model_validator
 
-from ..layout import check_name
+from ..layout import NAME, check_name
 from ..tasks import Curriculum
 
 MAX_SEED = 2**63 - 2
@@ -321,15 +321,23 @@ class TrainConfig(_Config):
 
     # --------------------------------------------------------------- io
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path, *, stored: bool = False) -> "TrainConfig":
         """Read and validate a YAML config (strict, bounded YAML: `hookedicl.io.load_yaml`);
-        every error is a ValueError naming the file and the field."""
+        every error is a ValueError naming the file and the field.
+
+        `stored=True` reads a run directory's own config.yaml: a sweep point's name written by
+        earlier versions as `SWEEP/POINT` (two safe components) is read as `SWEEP.POINT`."""
         from ..io import read_yaml_file
 
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"config file not found: {p}")
-        return cls._from_data(read_yaml_file(p), str(p))
+        data = read_yaml_file(p)
+        if stored and isinstance(data, dict) and isinstance(data.get("name"), str):
+            head, sep, tail = data["name"].partition("/")
+            if sep and NAME.match(head) and NAME.match(tail):
+                data["name"] = f"{head}.{tail}"
+        return cls._from_data(data, str(p))
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "config") -> "TrainConfig":

@@ -58,7 +58,7 @@ def parent_entry(run_dir: str | Path, step: int | None = None) -> tuple[dict[str
         "run": str(d.resolve()),
         "step": got,
         "sha256_model": entry["sha256_model"],
-        "config": TrainConfig.load(d / CONFIG).model_dump(mode="json"),
+        "config": TrainConfig.load(d / CONFIG, stored=True).model_dump(mode="json"),
         "lineage": read_lineage(d),
     }
     return parent, weights, spec

@@ -58,7 +58,7 @@ class Run:
     # ------------------------------------------------------------ contents
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.load(resolve_inside(self.path, CONFIG, f"run {self.path}"))
+        return TrainConfig.load(resolve_inside(self.path, CONFIG, f"run {self.path}"), stored=True)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -244,7 +244,7 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool, *, restart: bool
     if stored.exists():
         if not resume:
             raise ValueError(f"{path} already holds a run; pass resume=True (--resume) or choose another output")
-        old = TrainConfig.load(stored).model_dump(exclude=RESUME_MAY_CHANGE)
+        old = TrainConfig.load(stored, stored=True).model_dump(exclude=RESUME_MAY_CHANGE)
         new = cfg.model_dump(exclude=RESUME_MAY_CHANGE)
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new.get(k))
