@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_text, read_json_file
-from ..layout import CHECKPOINTS, CONFIG, EVAL, INDEX, LOCK, METRICS, SUMMARY, check_run_layout, remove_stale_temporaries, resolve_inside
+from ..layout import CHECKPOINTS, CONFIG, EVAL, INDEX, LOCK, METRICS, SUMMARY, UnsafePathError, check_run_layout, resolve_inside
 from .checkpoints import latest_good, list_checkpoints, load_weights
 from .checkpoints import read_index as read_checkpoint_index
 from .config import TrainConfig
@@ -271,6 +271,8 @@ def _resume_entry(path: Path, restart: bool) -> dict[str, Any] | None:
     index = ckpts / INDEX
     try:
         entries = read_checkpoint_index(ckpts)
+    except UnsafePathError:
+        raise  # a crafted index is never "repaired" by a restart: someone must look at it
     except ValueError as e:
         entries, problem = [], str(e)
     else:
