@@ -10,7 +10,6 @@ table is an `UnsafePathError` naming it), and the report's files replace the old
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
 from typing import Any
