@@ -13,9 +13,31 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic analysis of in-context learning.")
 
 
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+def _fail(msg: "str | BaseException") -> None:
+    """Print one line `error: ...` (naming the file or field) and exit with code 2."""
+    typer.secho(f"error: {_one_line(msg)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _one_line(e: "str | BaseException") -> str:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        from .training.config import validation_message
+
+        return validation_message(e)
+    if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError,)) and e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    return " ".join(str(e).split())
+
+
+def _anticipated() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as one line with exit code 2: invalid input (ValueError,
+    including YAML, validation and corrupted-file errors), a locked run, and OSError (disk
+    full, permission denied)."""
+    from .training.run import RunLockedError
+
+    return (ValueError, RunLockedError, OSError)
 
 
 @app.command()
@@ -44,8 +66,8 @@ def hooks(
 
     try:
         model = build_model(arch, n_dims=n_dims, d_model=d_model, n_layers=n_layers, n_heads=n_heads)
-    except ValueError as e:
-        _fail(str(e))
+    except _anticipated() as e:
+        _fail(e)
     shapes = model.hook_shapes(n_points=n_points, batch_size=batch_size)
     width = max(map(len, shapes))
     typer.echo(f"# {arch}: batch={batch_size}, n_points={n_points} ({2 * n_points} tokens), d_model={d_model}")
@@ -61,6 +83,12 @@ def train(
     init_from: Optional[str] = typer.Option(
         None, "--init-from", help="fine-tune: start from RUN[:STEP]'s weights (sets the config's init_from)"
     ),
+    restart: bool = typer.Option(
+        False, "--restart", help="with --resume: train again from step 0 when no usable checkpoint is left (discards metrics)"
+    ),
+    repair_metrics: bool = typer.Option(
+        False, "--repair-metrics", help="skip malformed metrics.jsonl lines (with a warning) instead of stopping"
+    ),
 ) -> None:
     """Train a model; writes a run directory (config, checkpoints, activations, metrics)."""
     from .training import RunLockedError, TrainConfig
@@ -70,9 +98,9 @@ def train(
         cfg = TrainConfig.load(config)
         if init_from is not None:
             cfg = TrainConfig.model_validate({**cfg.model_dump(), "init_from": init_from})
-        run = _train(cfg, out, resume=resume)
-    except (ValueError, RunLockedError) as e:
-        _fail(str(e))
+        run = _train(cfg, out, resume=resume, restart=restart, repair_metrics=repair_metrics)
+    except _anticipated() as e:
+        _fail(e)
     typer.echo(f"run written to {run.path}")
 
 
@@ -87,8 +115,8 @@ def eval_(
 
     try:
         _, summary = evaluate_run(run, step=step, n_prompts=n_prompts)
-    except ValueError as e:
-        _fail(str(e))
+    except _anticipated() as e:
+        _fail(e)
     _print_summary(summary)
 
 
@@ -116,20 +144,25 @@ def analyze(
     for name in [w.strip() for w in what.split(",") if w.strip()]:
         try:
             df = analyze_run(run, name, n_prompts=n_prompts, seed=seed)
-        except ValueError as e:
-            _fail(str(e))
+        except _anticipated() as e:
+            _fail(e)
         typer.echo(f"{name}: {len(df)} rows -> {run / 'analysis' / (name + '.csv')}")
 
 
 @app.command()
-def report(run: Path = typer.Argument(..., help="run directory")) -> None:
+def report(
+    run: Path = typer.Argument(..., help="run directory"),
+    repair_metrics: bool = typer.Option(
+        False, "--repair-metrics", help="skip malformed metrics.jsonl lines (with a warning) instead of stopping"
+    ),
+) -> None:
     """Write RUN/report/index.html from what the run holds."""
     from .report import write_report
 
     try:
-        path = write_report(run)
-    except ValueError as e:
-        _fail(str(e))
+        path = write_report(run, repair_metrics=repair_metrics)
+    except _anticipated() as e:
+        _fail(e)
     typer.echo(f"report: {path}")
 
 
@@ -153,21 +186,21 @@ def demo(
     from .training import TrainConfig
     from .training import train as _train
 
-    cfg = TrainConfig.from_yaml(files("hookedicl").joinpath("configs/demo.yaml").read_text())
-    if steps is not None:
-        cfg = TrainConfig.model_validate({**cfg.model_dump(), "steps": steps})
-    if n_prompts is not None:
-        cfg = TrainConfig.model_validate({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "n_prompts": n_prompts}})
     try:
+        cfg = TrainConfig.from_yaml(files("hookedicl").joinpath("configs/demo.yaml").read_text())
+        if steps is not None:
+            cfg = TrainConfig.model_validate({**cfg.model_dump(), "steps": steps})
+        if n_prompts is not None:
+            cfg = TrainConfig.model_validate({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "n_prompts": n_prompts}})
         run = _train(cfg, out, resume=(out / "config.yaml").exists())
-    except ValueError as e:
-        _fail(str(e))
-    _, summary = evaluate_run(run)
-    _print_summary(summary)
-    for name in DEMO_ANALYSES:
-        analyze_run(run, name, n_prompts=256)
-        typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
-    typer.echo(f"report: {write_report(run)}")
+        _, summary = evaluate_run(run)
+        _print_summary(summary)
+        for name in DEMO_ANALYSES:
+            analyze_run(run, name, n_prompts=256)
+            typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
+        typer.echo(f"report: {write_report(run)}")
+    except _anticipated() as e:
+        _fail(e)
 
 
 # --- pretrained commands ---
@@ -204,8 +237,8 @@ def pretrained(
             baseline = s["baseline"]
             rows.append((n, c.arch, f"{c.n_params:,}", f"{c.steps:,}", f"{c.train_seconds:.0f}",
                          f"{s['value']:.3f} ({s['ci_low']:.3f}-{s['ci_high']:.3f})"))
-    except ValueError as e:
-        _fail(str(e))
+    except _anticipated() as e:
+        _fail(e)
     header = ("name", "arch", "params", "steps", "train s", f"ICL score vs {baseline} (95% CI)")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
@@ -253,8 +286,8 @@ def publish_cmd(
         if e.traceback:
             typer.echo(e.traceback, err=True)
         _fail(str(e))
-    except (ValueError, ImportError) as e:
-        _fail(str(e))
+    except (*_anticipated(), ImportError) as e:
+        _fail(e)
     name = Path(analysis).stem
     typer.echo(f"published {name} -> {path}")
     typer.echo(f"html: {path / (name + '.html')}")
@@ -316,8 +349,8 @@ def sweep(
                 _fail(f"--workers must be a positive integer or 'auto', got {workers!r}")
         ex = make_executor(executor, workers=n, address=address, num_cpus=ray_cpus)
         result = run_sweep(s, o, executor=ex, echo=typer.echo)
-    except (ValueError, RunLockedError) as e:
-        _fail(str(e))
+    except _anticipated() as e:
+        _fail(e)
     typer.echo(f"results: {result.out / 'results.md'}")
     if result.failed:
         typer.secho(f"{len(result.failed)} point(s) failed: {', '.join(result.failed)}", fg=typer.colors.RED, err=True)
@@ -355,8 +388,8 @@ def merge(
 
     try:
         run = merge_runs(run_a, run_b, out, method=method, t=t)
-    except ValueError as e:
-        _fail(str(e))
+    except _anticipated() as e:
+        _fail(e)
     report = run.path / "analysis" / "merge_tensors.csv"
     typer.echo(f"merged run written to {run.path} ({method}, t={t:g}); per-tensor report: {report}")
 
@@ -389,8 +422,8 @@ def sae(
             run, hook, out, cfg, source=source, step=step, n_prompts=n_prompts, eval_prompts=eval_prompts,
             seed=seed, splice=splice,
         )
-    except ValueError as e:
-        _fail(str(e))
+    except _anticipated() as e:
+        _fail(e)
     typer.echo(f"{hook}: FVU {m['fvu']:.4f}, L0 {m['l0']:.2f}, dead {m['dead_fraction']:.3f} ({m['n_tokens']} held-out tokens)")
     if "splice" in m:
         s = m["splice"]["score"]

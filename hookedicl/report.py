@@ -2,19 +2,22 @@
 
 Reads what the run already holds (config, metrics.jsonl, eval/summary.json + curves.csv,
 analysis/*.csv and *.png) and writes nothing else; sections whose inputs are missing are omitted.
+Every input is read from inside the run and never through a symlink (a symlinked figure or
+table is an `UnsafePathError` naming it), and the report's files replace the old ones as a set
+(`hookedicl.layout.output_set`): an error leaves the previous report as it was.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .io import atomic_write_text
+from .io import atomic_write_text, read_json_file
+from .layout import ANALYSIS, CURVES, EVAL, REPORT, SUMMARY, output_set, resolve_inside
 
 
 def _table(df: pd.DataFrame, max_rows: int = 40) -> str:
@@ -42,16 +45,26 @@ def _errors_at(summary: dict[str, Any], ks: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_report(run_path: str | Path) -> Path:
-    """Write `RUN/report/index.html`; returns its path."""
+def write_report(run_path: str | Path, *, repair_metrics: bool = False) -> Path:
+    """Write `RUN/report/index.html` (and its figures); returns its path.
+
+    `repair_metrics=True` skips malformed metrics.jsonl lines with a warning (default: they are
+    an error naming the file and line)."""
     from .training import Run
+
+    run = Run(run_path)
+    with output_set(run.path, REPORT) as stage:
+        _write_report(run, stage, repair_metrics)
+    return run.path / REPORT / "index.html"
+
+
+def _write_report(run: Any, out: Path, repair_metrics: bool) -> None:
     from .viz import plot_error_curves, save_figure
     from .viz._backend import pyplot
 
-    run = Run(run_path)
-    out = run.path / "report"
-    out.mkdir(parents=True, exist_ok=True)
     cfg = run.config
+    if run.checkpoints:
+        run.load_model()  # the checkpoint's own ModelSpec must be the model config.yaml describes
     plt = pyplot()
     parts: list[str] = [f"<h1>hookedicl run: {html.escape(cfg.name)}</h1>"]
     spec = cfg.build_spec()
@@ -60,9 +73,9 @@ def write_report(run_path: str | Path) -> Path:
         f"task <b>{html.escape(cfg.task.name)}</b>, d = {cfg.task.n_dims}, {cfg.task.n_points} points; "
         f"{cfg.steps} steps, batch {cfg.batch_size}.</p>"
     )
-    summary_path = run.path / "eval" / "summary.json"
+    summary_path = resolve_inside(run.path, f"{EVAL}/{SUMMARY}", "report input")
     if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
+        summary = read_json_file(summary_path)
         s = summary.get("icl_score")
         if s:
             parts.append(
@@ -74,12 +87,12 @@ def write_report(run_path: str | Path) -> Path:
         d = summary.get("n_dims", cfg.task.n_dims)
         ks = sorted({k for k in (d // 2, d, 2 * d) if 0 < k < summary["n_points"]})
         parts.append(f"<h2>Normalised squared error at k in-context examples</h2>{_table(_errors_at(summary, ks))}")
-        curves = pd.read_csv(run.path / "eval" / "curves.csv")
+        curves = pd.read_csv(resolve_inside(run.path, f"{EVAL}/{CURVES}", "report input"))
         fig = plot_error_curves(curves, title=f"{cfg.name}: error vs context length")
         save_figure(fig, out / "error_curves")
         plt.close(fig)
         parts.append("<h2>Error curves</h2><img src='error_curves.png' alt='error curves'>")
-    metrics = run.metrics()
+    metrics = run.metrics(repair=repair_metrics)
     if len(metrics):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for col in [c for c in metrics.columns if c == "loss" or c.startswith("baseline/")]:
@@ -92,13 +105,15 @@ def write_report(run_path: str | Path) -> Path:
         save_figure(fig, out / "training_loss")
         plt.close(fig)
         parts.append("<h2>Training</h2><img src='training_loss.png' alt='training loss'>")
-    analysis = run.path / "analysis"
+    analysis = run.path / ANALYSIS
     if analysis.is_dir():
-        figs = sorted(analysis.glob("*.png"))
-        tables = sorted(analysis.glob("*.csv"))
+        figs = [resolve_inside(run.path, f"{ANALYSIS}/{f.name}", "report input") for f in sorted(analysis.glob("*.png"))]
+        tables = [resolve_inside(run.path, f"{ANALYSIS}/{t.name}", "report input") for t in sorted(analysis.glob("*.csv"))]
         if figs or tables:
             parts.append("<h2>Analyses</h2>")
         for f in figs:
+            if f.name in ("error_curves.png", "training_loss.png", "index.html"):
+                continue  # would overwrite the report's own figures
             shutil.copyfile(f, out / f.name)
             parts.append(f"<h3>{html.escape(f.stem)}</h3><img src='{html.escape(f.name)}' alt='{html.escape(f.stem)}'>")
         for t in tables:
@@ -111,4 +126,3 @@ def write_report(run_path: str | Path) -> Path:
     )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     atomic_write_text(out / "index.html", page)
-    return out / "index.html"

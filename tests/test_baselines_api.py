@@ -178,8 +178,11 @@ def test_float64_and_empty_inputs(name):
     xs, ys = data()
     p = make(name)
     assert p.predict(xs.double(), ys.double()).dtype == torch.float32
-    assert p.predict(xs[:0], ys[:0]).shape == (0, 7)
-    assert p.predict(xs[:, :0], ys[:, :0]).shape == (3, 0)
+    assert p.predict(xs.half(), ys.half()).dtype == torch.float32  # computed in float32
+    torch.testing.assert_close(p.predict(xs.half(), ys.half()), p.predict(xs.half().float(), ys.half().float()))
+    for empty in ((xs[:0], ys[:0]), (xs[:, :0], ys[:, :0])):
+        with pytest.raises(ValueError, match="empty prompts"):
+            p.predict(*empty)
     assert p.predict(xs[:, :1], ys[:, :1]).eq(0).all()
 
 

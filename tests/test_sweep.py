@@ -62,7 +62,7 @@ def test_grid_variants_and_points_expand_in_order_with_configs():
     assert (c.model.arch, c.seed, c.task.name, c.task.kwargs, c.eval.score_baseline) == (
         "llama", 1, "sparse_linear_regression", {"k": 2}, "lasso",
     )
-    assert c.optim.lr == 0.002 and c.model.d_model == 16 and c.name == f"t/{last.id}"
+    assert c.optim.lr == 0.002 and c.model.d_model == 16 and c.name == f"t.{last.id}"
     assert pts[0].config.eval.score_baseline == "least_squares" and pts[0].config.task.kwargs == {}
     assert (last.num_cpus, last.num_gpus) == (1.0, 0.0)  # threads: 1, device cpu
     # a list of points crossed with a grid; axes sharing a last component keep their full path

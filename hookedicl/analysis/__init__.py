@@ -34,6 +34,7 @@ def analyze_run(run: Any, what: str, *, out_dir: str | Path | None = None, n_pro
     Returns the DataFrame.
     """
     from ..io import atomic_write_text
+    from ..layout import ANALYSIS, output_set
     from ..training import Run
     from ..viz import save_figure
     from ..viz._backend import pyplot
@@ -43,11 +44,15 @@ def analyze_run(run: Any, what: str, *, out_dir: str | Path | None = None, n_pro
     run = run if isinstance(run, Run) else Run(run)
     module = importlib.import_module(f"{__name__}.{what}")
     df, fig = module.analyze_run(run, n_prompts=n_prompts, seed=seed, **kw)
-    out = Path(out_dir) if out_dir is not None else run.path / "analysis"
-    atomic_write_text(out / f"{what}.csv", df.to_csv(index=False))
-    if fig is not None:
-        save_figure(fig, out / what)
-        pyplot().close(fig)
+    root, sub = (Path(out_dir).parent, Path(out_dir).name) if out_dir is not None else (run.path, ANALYSIS)
+    try:
+        with output_set(root, sub) as stage:  # the table and its figures together, or nothing
+            atomic_write_text(stage / f"{what}.csv", df.to_csv(index=False))
+            if fig is not None:
+                save_figure(fig, stage / what)
+    finally:
+        if fig is not None:
+            pyplot().close(fig)
     return df
 
 

@@ -16,7 +16,7 @@ decision_tree, gradient_boosting, relu_net, zero. ``LinearPredictor`` subclasses
 ridge, averaging, gd, sgd, gd_plus_plus, newton, lasso, zero) also expose ``weights(xs, ys)``.
 """
 
-from .base import LinearPredictor, Predictor, check_inputs
+from .base import LinearPredictor, NonFiniteOutputWarning, Predictor, check_inputs
 from .gradient import GDPlusPlus, GradientDescent, OnlineSGD
 from .linear import Averaging, LeastSquares, Ridge, Zero
 from .neighbors import KNearestNeighbors
@@ -29,7 +29,7 @@ list = available  # noqa: A001 - ``B.list()`` is part of the public contract
 
 # ``list`` is deliberately left out of __all__ so that a star-import cannot shadow the builtin.
 __all__ = [
-    "Predictor", "LinearPredictor", "check_inputs", "get", "available", "REGISTRY",
+    "Predictor", "LinearPredictor", "NonFiniteOutputWarning", "check_inputs", "get", "available", "REGISTRY",
     "LeastSquares", "Ridge", "Averaging", "GradientDescent", "OnlineSGD", "GDPlusPlus",
     "IterativeNewton", "KNearestNeighbors", "Lasso", "DecisionTree", "GradientBoosting",
     "ReLUNet", "Zero",

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Predictor", "LinearPredictor", "check_inputs"]
+__all__ = ["Predictor", "LinearPredictor", "NonFiniteOutputWarning", "check_inputs", "check_outputs"]
 
 
 def check_inputs(xs: Any, ys: Any, name: str = "predictor") -> tuple[Tensor, Tensor]:
@@ -38,7 +38,9 @@ def check_inputs(xs: Any, ys: Any, name: str = "predictor") -> tuple[Tensor, Ten
 
     Raises ``TypeError`` for non-tensors and non-floating dtypes and ``ValueError`` (naming the
     argument and its shape) for wrong ranks, mismatched batch / n_points, mismatched devices,
-    ``n_dims == 0``, vector targets and NaN/inf entries.
+    ``n_dims == 0``, empty prompts (batch or n_points 0), vector targets and NaN/inf entries.
+    float16 / bfloat16 inputs are returned as float32 (too coarse for the solvers); float32 and
+    float64 unchanged.
     """
     for arg, value in (("xs", xs), ("ys", ys)):
         if not isinstance(value, Tensor):
@@ -76,10 +78,37 @@ def check_inputs(xs: Any, ys: Any, name: str = "predictor") -> tuple[Tensor, Ten
         )
     if xs.device != ys.device:
         raise ValueError(f"{name}: xs is on {xs.device} but ys is on {ys.device}")
+    if xs.shape[0] == 0 or xs.shape[1] == 0:
+        raise ValueError(f"{name}: empty prompts: xs has shape {tuple(xs.shape)}; give at least one prompt of at least one point")
     for arg, value in (("xs", xs), ("ys", ys)):
         if not _all_finite(value):
             raise ValueError(f"{name}: {arg} (shape {tuple(value.shape)}) contains NaN or inf")
+    if xs.dtype in (torch.float16, torch.bfloat16):
+        xs = xs.float()
+    if ys.dtype in (torch.float16, torch.bfloat16):
+        ys = ys.float()
     return xs, ys
+
+
+class NonFiniteOutputWarning(RuntimeWarning):
+    """A predictor turned finite inputs into NaN/inf outputs (overflow, or a diverging iteration)."""
+
+
+def check_outputs(out: Tensor, name: str, what: str = "predictions") -> Tensor:
+    """`out` unchanged; warns (`NonFiniteOutputWarning`, naming the predictor and the count)
+    when finite inputs gave NaN or inf entries: a step size too large for the data (gd, sgd)
+    diverges, and inputs beyond float32's range overflow. Never silent, not fatal: the finite
+    positions stay usable (e.g. gd converged at the later positions)."""
+    if not _all_finite(out):
+        import warnings
+
+        n_bad = int((~torch.isfinite(out)).sum())
+        warnings.warn(
+            f"{name}: finite xs and ys gave {n_bad} non-finite {what} (NaN or inf) of {out.numel()}: "
+            f"a diverging iteration (lower lr) or inputs too large for float32 (rescale them)",
+            NonFiniteOutputWarning, stacklevel=3,
+        )
+    return out
 
 
 def _all_finite(t: Tensor) -> bool:
@@ -95,11 +124,14 @@ class Predictor(abc.ABC):
     name: str = ""
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
-        """Predictions ``(batch, n_points)`` in float32; entry ``i`` uses points ``< i`` only."""
+        """Predictions ``(batch, n_points)`` in float32; entry ``i`` uses points ``< i`` only.
+
+        Accepts float16, bfloat16, float32 and float64 inputs (half precisions are computed in
+        float32). Raises ValueError for empty prompts (no prompt or no point); when finite
+        inputs give NaN/inf predictions: a `NonFiniteOutputWarning` says how many."""
         xs, ys = check_inputs(xs, ys, self.name)
-        if xs.shape[0] == 0 or xs.shape[1] == 0:
-            return xs.new_zeros(xs.shape[:2], dtype=torch.float32)
-        return self._predict(xs, ys).to(torch.float32)
+        out = self._predict(xs, ys).to(torch.float32)
+        return check_outputs(out, self.name)
 
     def __call__(self, xs: Tensor, ys: Tensor) -> Tensor:
         return self.predict(xs, ys)
@@ -146,9 +178,7 @@ class LinearPredictor(Predictor):
     def weights(self, xs: Tensor, ys: Tensor) -> Tensor:
         """ŵ fitted on the first ``i`` points, shape ``(batch, n_points, n_dims)``, float32."""
         xs, ys = check_inputs(xs, ys, self.name)
-        if xs.shape[0] == 0 or xs.shape[1] == 0:
-            return xs.new_zeros(xs.shape, dtype=torch.float32)
-        return self._weights(xs, ys).to(torch.float32)
+        return check_outputs(self._weights(xs, ys).to(torch.float32), self.name, "weights")
 
     @abc.abstractmethod
     def _weights(self, xs: Tensor, ys: Tensor) -> Tensor:

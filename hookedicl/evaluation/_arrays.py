@@ -16,7 +16,12 @@ def to_numpy(x: ArrayLike, name: str) -> np.ndarray:
     Raises ``ValueError`` naming ``name`` when ``x`` is not numeric.
     """
     if isinstance(x, torch.Tensor):
+        if x.dtype == torch.bool or x.is_complex():
+            raise ValueError(f"{name} must hold real numbers; got a {x.dtype} tensor")
         return x.detach().to("cpu", torch.float64).numpy()
+    raw = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if raw.dtype == np.bool_ or np.iscomplexobj(raw):
+        raise ValueError(f"{name} must hold real numbers; got {raw.dtype} values")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:

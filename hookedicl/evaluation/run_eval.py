@@ -4,10 +4,10 @@ prompts; writes `RUN/eval/summary.json` (contract: `icl_score`, `normalized_erro
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json, atomic_write_text
+from ..layout import CURVES, EVAL, SUMMARY, output_set
 from .evaluate import EvalResult, evaluate
 
 
@@ -49,8 +49,8 @@ def evaluate_run(
     summary["step"] = step
     summary["n_dims"] = task.n_dims
     summary["baseline_kwargs"] = {n: ev.baseline_kwargs.get(n, {}) for n in names}
-    if write:
-        out = Path(run.path) / "eval"
-        atomic_write_json(out / "summary.json", summary)
-        atomic_write_text(out / "curves.csv", result.curves().to_csv(index=False))
+    if write:  # both files or neither (hookedicl.layout.output_set)
+        with output_set(run.path, EVAL) as stage:
+            atomic_write_text(stage / CURVES, result.curves().to_csv(index=False))
+            atomic_write_json(stage / SUMMARY, summary)
     return result, summary

@@ -140,7 +140,16 @@ class HookedICLModel(HookedRootModule):
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(self, xs: torch.Tensor, ys: torch.Tensor) -> None:
-        """Raise ValueError naming the problem if (xs, ys) do not fit this model."""
+        """Raise ValueError naming the problem if (xs, ys) do not fit this model.
+
+        `xs` `(batch, n_points, n_dims)` and `ys` `(batch, n_points)` (or `(..., y_dim)`) must be
+        finite, have the dtype of the model's parameters (float32 unless the model was cast;
+        inputs are never cast silently), hold at least one prompt of at least one point, and
+        stay within `MAX_INPUT_MAGNITUDE` (larger values overflow float32 inside the model and
+        would come out as NaN).
+        """
+        from .spec import MAX_INPUT_MAGNITUDE
+
         s = self.spec
         if not isinstance(xs, torch.Tensor) or not isinstance(ys, torch.Tensor):
             raise ValueError(f"xs and ys must be torch tensors, got {type(xs).__name__} and {type(ys).__name__}")
@@ -154,14 +163,30 @@ class HookedICLModel(HookedRootModule):
                 f"ys must have shape {tuple(want)} to match xs {tuple(xs.shape)} (y_dim={s.y_dim}), "
                 f"got {tuple(ys.shape)}"
             )
+        if xs.shape[0] == 0 or xs.shape[1] == 0:
+            raise ValueError(f"empty prompts: xs has shape {tuple(xs.shape)}; give at least one prompt of at least one point")
         if not xs.is_floating_point() or not ys.is_floating_point():
             raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
+        p = next(self.parameters())
+        if xs.dtype != p.dtype or ys.dtype != p.dtype:
+            raise ValueError(
+                f"xs and ys have dtype {xs.dtype} and {ys.dtype}, the model's parameters {p.dtype}; "
+                f"cast the inputs (xs.to({p.dtype})) or the model (model.to({p.dtype}))"
+            )
         if s.pos_embed == "learned" and 2 * xs.shape[1] > s.n_ctx:
             raise ValueError(
                 f"n_points={xs.shape[1]} needs {2 * xs.shape[1]} tokens > n_ctx={s.n_ctx} learned positions"
             )
-        if not (torch.isfinite(xs).all() and torch.isfinite(ys).all()):
+        if xs.device.type == "meta":  # shapes only (hook catalogues): there are no values to check
+            return
+        biggest = max(float(xs.detach().abs().max()), float(ys.detach().abs().max()))
+        if not math.isfinite(biggest):
             raise ValueError("xs or ys contains NaN or inf")
+        if biggest > MAX_INPUT_MAGNITUDE:
+            raise ValueError(
+                f"xs or ys holds a value of magnitude {biggest:.3g} > {MAX_INPUT_MAGNITUDE:.0e}: it would overflow "
+                f"inside the model; rescale the inputs"
+            )
 
     def interleave(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """Token sequence `[batch, 2*n_points, d_in]`: x_1, y_1, x_2, y_2, ..."""

@@ -13,6 +13,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 
+MAX_INPUT_MAGNITUDE = 1e6
+"""Largest |x| or |y| a model accepts (`HookedICLModel.check_inputs`): beyond it float32
+activations overflow in some architectures (squared in a norm, summed over d_model) and the
+predictions would be NaN."""
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -139,6 +145,19 @@ class ModelSpec(_Spec):
         return len(self.blocks)
 
     @property
+    def n_params(self) -> int:
+        """Parameter count of the model this spec builds, computed from the spec alone (no
+        module is built: cheap for any size; equal to `HookedICLModel(spec).n_params`)."""
+        d = self.d_model
+        norm = {"layernorm": 2 * d, "rmsnorm": d, "none": 0}[self.norm]
+        total = self.d_in * d + d + (self.n_ctx * d if self.pos_embed == "learned" else 0) + norm + d * self.y_dim + self.y_dim
+        for b in self.blocks:
+            total += norm + _slot_params(b.mixer, d)
+            if b.ffn.kind != "none":
+                total += norm + _slot_params(b.ffn, d)
+        return total
+
+    @property
     def d_in(self) -> int:
         """Width of one token fed to the read-in."""
         return self.n_dims + (0 if self.layout == "garg" else self.y_dim)
@@ -196,3 +215,20 @@ def module_name(component: Any, slot: str) -> str:
 
 def mamba_dt_rank(spec: MambaSpec, d_model: int) -> int:
     return math.ceil(d_model / 16) if spec.dt_rank == "auto" else int(spec.dt_rank)
+
+
+def _slot_params(s: Any, d: int) -> int:
+    """Parameters of one block slot (see the component modules)."""
+    if isinstance(s, AttentionSpec):
+        return 4 * d * d + (4 * d if s.bias else 0)
+    if isinstance(s, MLPSpec):
+        m = s.d_mlp or 4 * d
+        return 2 * d * m + (m + d if s.bias else 0)
+    if isinstance(s, SwiGLUSpec):
+        m = s.d_mlp or 4 * d
+        return 3 * d * m + (2 * m + d if s.bias else 0)
+    if isinstance(s, MambaSpec):
+        di, r, n = s.expand * d, mamba_dt_rank(s, d), s.d_state
+        return (d * 2 * di + (2 * di if s.bias else 0) + di * s.d_conv + (di if s.conv_bias else 0)
+                + di * (r + 2 * n) + r * di + di + di * n + di + di * d + (d if s.bias else 0))
+    return 0

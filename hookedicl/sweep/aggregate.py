@@ -12,7 +12,6 @@ evaluation), `attempts` and `error`.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pandas as pd
 from ..io import atomic_write_text
 from ..training import Run, TrainConfig
 from ..viz import save_figure
-from .runner import read_status, run_dir
+from ..layout import EVAL, FIGURES, METRICS, RESULTS_CSV, RESULTS_MD, SUMMARY, read_status, resolve_inside, sweep_run_dir
 from .spec import SweepPoint, SweepSpec, format_value
 from .worker import point_state
 
@@ -55,7 +54,7 @@ def error_ks(spec: SweepSpec, cfg: TrainConfig) -> list[int]:
 
 
 def _row(spec: SweepSpec, out: Path, p: SweepPoint) -> dict[str, Any]:
-    cfg, d = p.config, run_dir(out, p)
+    cfg, d = p.config, sweep_run_dir(out, p.id)
     state = point_state(d, cfg, spec.evaluate)
     rec = read_status(out, p.id) or {}
     status = "failed" if state != "done" and rec.get("status") == "failed" else state
@@ -89,8 +88,9 @@ def _row(spec: SweepSpec, out: Path, p: SweepPoint) -> dict[str, Any]:
 
 
 def _summary(d: Path) -> dict[str, Any] | None:
-    p = d / "eval" / "summary.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    from ..training import Run
+
+    return Run(d).eval_summary() if resolve_inside(d, f"{EVAL}/{SUMMARY}", f"run {d}").is_file() else None
 
 
 def _at(values: list[float] | None, k: int) -> float | None:
@@ -177,7 +177,7 @@ def write_results(spec: SweepSpec, out: str | Path, points: list[SweepPoint] | N
     o = Path(out)
     pts = points if points is not None else spec.expand()
     df = collect(spec, o, pts)
-    atomic_write_text(o / "results.csv", df.to_csv(index=False))
+    atomic_write_text(o / RESULTS_CSV, df.to_csv(index=False))
     rows, cols = spec.table_axes()
     figures = _figures(spec, o, pts, df, rows, cols)
     counts = df["status"].value_counts()
@@ -200,7 +200,7 @@ def write_results(spec: SweepSpec, out: str | Path, points: list[SweepPoint] | N
         lines += ["## Failed points", "", *[f"- `{r.point}`: {r.error}" for r in failed.itertuples()], ""]
     if figures:
         lines += ["## Figures", "", *[f"![{f}](figures/{f}.png)" for f in figures], ""]
-    atomic_write_text(o / "results.md", "\n".join(lines))
+    atomic_write_text(o / RESULTS_MD, "\n".join(lines))
     return df
 
 
@@ -212,14 +212,14 @@ def _figures(spec: SweepSpec, out: Path, points: list[SweepPoint], df: pd.DataFr
     written = []
     if spec.evaluate and df["icl_score"].notna().any():
         fig = plot_scores(df, rows, cols)
-        save_figure(fig, out / "figures" / "scores")
+        save_figure(fig, out / FIGURES / "scores")
         plt.close(fig)
         written.append("scores")
     curves, panel, colour = {}, {}, {}
     labels = df.set_index("point")
     for p in points:
-        d = run_dir(out, p)
-        if not (d / "metrics.jsonl").is_file():
+        d = sweep_run_dir(out, p.id)
+        if not (d / METRICS).is_file():
             continue
         m = Run(d).metrics()
         if m.empty:
@@ -229,7 +229,7 @@ def _figures(spec: SweepSpec, out: Path, points: list[SweepPoint], df: pd.DataFr
         colour[p.id] = " / ".join(str(labels.at[p.id, r]) for r in rows) or p.id
     if curves:
         fig = plot_training_curves(curves, panel, colour)
-        save_figure(fig, out / "figures" / "training_curves")
+        save_figure(fig, out / FIGURES / "training_curves")
         plt.close(fig)
         written.append("training_curves")
     return written

@@ -14,7 +14,6 @@ their newest good checkpoint, evaluates trained-but-unevaluated ones and retries
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
+from ..layout import SWEEP_SPEC, read_status, status_path, sweep_run_dir
 from ..training.run import run_lock
 from .executors import Executor, LocalExecutor
 from .spec import SweepPoint, SweepSpec
@@ -54,16 +54,7 @@ def default_out(spec: SweepSpec) -> Path:
 
 
 def run_dir(out: Path, point: SweepPoint) -> Path:
-    return out / "runs" / point.id
-
-
-def status_path(out: Path, point_id: str) -> Path:
-    return out / "status" / f"{point_id}.json"
-
-
-def read_status(out: Path, point_id: str) -> dict[str, Any] | None:
-    p = status_path(out, point_id)
-    return json.loads(p.read_text()) if p.is_file() else None
+    return sweep_run_dir(out, point.id)
 
 
 def plan(spec: SweepSpec, out: str | Path | None = None) -> list[tuple[SweepPoint, PointState]]:
@@ -97,7 +88,7 @@ def run_sweep(
     say = echo or (lambda _msg: None)
     o.mkdir(parents=True, exist_ok=True)
     with run_lock(o):
-        atomic_write_text(o / "sweep.yaml", spec.resolved().to_yaml())
+        atomic_write_text(o / SWEEP_SPEC, spec.resolved().to_yaml())
         states = {p.id: point_state(run_dir(o, p), p.config, spec.evaluate) for p in points}
         result = SweepResult(o, points, states)
         todo = [p for p in points if states[p.id] != "done"]

@@ -161,7 +161,9 @@ class SweepSpec(_Strict):
 
     @classmethod
     def from_yaml(cls, text: str, base_dir: str | Path | None = None) -> "SweepSpec":
-        data = yaml.safe_load(text)
+        from ..io import load_yaml
+
+        data = load_yaml(text, "sweep")
         if not isinstance(data, dict):
             raise ValueError(f"a sweep file must be a YAML mapping, got {type(data).__name__}")
         if "base_dir" in data:
@@ -180,7 +182,9 @@ class SweepSpec(_Strict):
             p = Path(self.base_dir) / p
         if not p.is_file():
             raise ValueError(f"base: training config file not found: {p}")
-        data = yaml.safe_load(p.read_text())
+        from ..io import read_yaml_file
+
+        data = read_yaml_file(p)
         if not isinstance(data, dict):
             raise ValueError(f"base: {p} must hold a YAML mapping, got {type(data).__name__}")
         return data
@@ -275,7 +279,7 @@ class SweepSpec(_Strict):
             set_path(data, key, value, f"set[{key!r}]")
         for key, value in overrides.items():
             set_path(data, key, value, f"point {pid!r} ({where})")
-        data["name"] = f"{self.name}/{pid}"
+        data["name"] = f"{self.name}.{pid}"[:200]  # one path component (hookedicl.layout.check_name)
         try:
             cfg = TrainConfig.model_validate(data)
         except ValidationError as e:

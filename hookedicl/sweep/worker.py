@@ -43,9 +43,11 @@ def _final_checkpoint(run_dir: Path) -> int | None:
 
 
 def config_conflict(run_dir: Path, cfg: TrainConfig) -> list[str]:
-    """Top-level fields (other than `steps`) in which the stored config differs from `cfg`."""
-    old = TrainConfig.load(run_dir / "config.yaml").model_dump(exclude={"steps"})
-    new = cfg.model_dump(exclude={"steps"})
+    """Top-level fields (other than those a resume may change) in which the stored config differs from `cfg`."""
+    from ..training.run import RESUME_MAY_CHANGE
+
+    old = TrainConfig.load(run_dir / "config.yaml", stored=True).model_dump(exclude=RESUME_MAY_CHANGE)
+    new = cfg.model_dump(exclude=RESUME_MAY_CHANGE)
     return sorted(k for k in new if old.get(k) != new.get(k))
 
 

@@ -11,20 +11,52 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..io import atomic_write_bytes, atomic_write_json, save_safetensors, sha256_file
+from ..io import atomic_write_bytes, atomic_write_json, read_json_file, save_safetensors, sha256_file
+from ..layout import INDEX, resolve_inside
 
-INDEX = "index.json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _index(directory: Path) -> list[dict[str, Any]]:
-    p = directory / INDEX
-    return json.loads(p.read_text()) if p.exists() else []
+def read_index(directory: str | Path) -> list[dict[str, Any]]:
+    """The entries of `directory/index.json` (empty when there is none), each checked.
+
+    ValueError names the file and the entry for malformed JSON, a missing or mistyped field, a
+    file name leading outside the directory (`UnsafePathError`) or a repeated step."""
+    d = Path(directory)
+    p = resolve_inside(d, INDEX, "checkpoint index")
+    if not p.exists():
+        return []
+    index = read_json_file(p)
+    if not isinstance(index, list):
+        raise ValueError(f"{p} must hold a JSON list of checkpoint entries, got {type(index).__name__}")
+    seen: set[int] = set()
+    for i, e in enumerate(index):
+        where = f"{p} entry {i}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where} must be a JSON object, got {type(e).__name__}")
+        missing = [k for k in ("step", "model", "state", "sha256_model", "sha256_state") if k not in e]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}")
+        if not isinstance(e["step"], int) or isinstance(e["step"], bool) or e["step"] < 0:
+            raise ValueError(f"{where}: step must be a non-negative integer, got {e['step']!r}")
+        if e["step"] in seen:
+            raise ValueError(f"{where}: step {e['step']} appears twice")
+        seen.add(e["step"])
+        for key in ("model", "state"):
+            resolve_inside(d, e[key], f"{where} ({key})")
+            if not isinstance(e[f"sha256_{key}"], str) or not _SHA256.match(e[f"sha256_{key}"]):
+                raise ValueError(f"{where}: sha256_{key} must be 64 hexadecimal digits, got {e[f'sha256_{key}']!r}")
+    return index
+
+
+_index = read_index
 
 
 def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int | None = None) -> None:
@@ -50,8 +82,8 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, st
         pruned, index = index[:-keep], index[-keep:]
     atomic_write_json(d / INDEX, index)  # the index first: it never names a deleted file
     for old in pruned:
-        (d / old["model"]).unlink(missing_ok=True)
-        (d / old["state"]).unlink(missing_ok=True)
+        for key in ("model", "state"):
+            resolve_inside(d, old[key], f"{d / INDEX} ({key})").unlink(missing_ok=True)
 
 
 def list_checkpoints(directory: str | Path) -> list[int]:
@@ -60,7 +92,7 @@ def list_checkpoints(directory: str | Path) -> list[int]:
 
 def _verify(d: Path, e: dict[str, Any]) -> str | None:
     for key in ("model", "state"):
-        p = d / e[key]
+        p = resolve_inside(d, e[key], f"{d / INDEX} ({key})")
         if not p.exists():
             return f"{p} is missing"
         if sha256_file(p) != e[f"sha256_{key}"]:
@@ -108,11 +140,18 @@ def load_weights(directory: str | Path, step: int | None = None) -> tuple[dict[s
 
     d = Path(directory)
     e = verified_entry(d, step)
-    path = d / e["model"]
+    path = resolve_inside(d, e["model"], f"{d / INDEX} (model)")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    return load_file(str(path)), json.loads(meta.get("spec", "{}")), e["step"]
+    if meta.get("step") not in (None, str(e["step"])):
+        raise ValueError(f"{path} holds the weights of step {meta['step']}, but {d / INDEX} lists it as step {e['step']}")
+    try:
+        spec = json.loads(meta.get("spec", "{}"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: the model spec in its metadata is not valid JSON ({err})") from None
+    return load_file(str(path)), spec, e["step"]
 
 
 def load_state(directory: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
-    return torch.load(Path(directory) / entry["state"], weights_only=True)
+    d = Path(directory)
+    return torch.load(resolve_inside(d, entry["state"], f"{d / INDEX} (state)"), weights_only=True)

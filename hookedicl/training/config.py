@@ -9,13 +9,51 @@ hook of the model, before any file is written.
 from __future__ import annotations
 
 import math
+import re
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, StrictBool, field_validator, model_validator
 
+from ..layout import NAME, check_name
 from ..tasks import Curriculum
+
+MAX_SEED = 2**63 - 2
+"""Largest seed (the prompt generator is seeded with seed + 1, which must fit torch's int64)."""
+MAX_PROMPT_NUMBERS = 2**24
+"""Most numbers one prompt may hold (task.n_points * task.n_dims): validation samples one."""
+DEVICE = re.compile(r"^(?:cpu|mps|cuda(?::[0-9]{1,3})?)$")
+
+
+def _size(limit: int) -> Any:
+    """A positive integer at most `limit` (a sanity bound; memory is checked by `preflight`)."""
+    return Annotated[int, Field(gt=0, le=limit)]
+
+
+def _takes_bool(tp: Any) -> bool:
+    """Whether a field annotated `tp` accepts a boolean (bool, StrictBool, Any, or a union with one)."""
+    if tp is bool or tp is Any:
+        return True
+    return any(_takes_bool(a) for a in typing.get_args(tp) if isinstance(a, type) or typing.get_origin(a) or a is Any)
+
+
+def _nonfinite_path(value: Any, path: str) -> str | None:
+    """Dotted path of the first NaN or infinite float inside `value`, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for k, v in items:
+        found = _nonfinite_path(v, f"{path}.{k}" if path else str(k))
+        if found:
+            return found
+    return None
 
 
 def parse_init_from(value: str) -> tuple[Path, int | None]:
@@ -29,21 +67,35 @@ def parse_init_from(value: str) -> tuple[Path, int | None]:
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict where YAML and pydantic would coerce: a boolean is never a number (`steps: true`),
+    and no float may be NaN or infinite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, f in cls.model_fields.items():
+                v = data.get(name)
+                flags = v if isinstance(v, (list, tuple)) else [v]
+                if any(isinstance(x, bool) for x in flags) and not _takes_bool(f.annotation):
+                    raise ValueError(f"{name}: a boolean ({v!r}) is not a number; write the value itself")
+        return data
 
 
 class ModelConfig(_Config):
     """A preset plus size overrides. `n_dims` and `y_dim` come from the task."""
 
     arch: str = "gpt2"
-    d_model: PositiveInt = 256
-    n_layers: PositiveInt = 12
-    n_heads: PositiveInt = 8
-    d_mlp: PositiveInt | None = None
-    d_state: PositiveInt = 16
-    expand: PositiveInt = 4
-    d_conv: PositiveInt = 4
-    n_ctx: PositiveInt | None = None  # default: 2 * n_points (enough for the final curriculum length)
+    d_model: _size(2**16) = 256  # type: ignore[valid-type]
+    n_layers: _size(1024) = 12  # type: ignore[valid-type]
+    n_heads: _size(2**12) = 8  # type: ignore[valid-type]
+    d_mlp: _size(2**20) | None = None  # type: ignore[valid-type]
+    d_state: _size(2**12) = 16  # type: ignore[valid-type]
+    expand: _size(64) = 4  # type: ignore[valid-type]
+    d_conv: _size(2**10) = 4  # type: ignore[valid-type]
+    n_ctx: _size(2**20) | None = None  # type: ignore[valid-type]  # default: 2 * n_points (enough for the final curriculum length)
     layout: Literal["garg", "akyurek", "paired"] | None = None  # None: the preset's layout
     init_std: PositiveFloat = 0.02
 
@@ -60,8 +112,8 @@ class ModelConfig(_Config):
 
 class TaskConfig(_Config):
     name: str = "linear_regression"
-    n_dims: PositiveInt = 20
-    n_points: PositiveInt = 41  # prompt length once the curriculum is done (or throughout without one)
+    n_dims: _size(2**16) = 20  # type: ignore[valid-type]
+    n_points: _size(2**19) = 41  # type: ignore[valid-type]  # prompt length once the curriculum is done (or throughout without one)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # task-specific, e.g. {"noise_std": 0.5}
     ood: Any = None
 
@@ -137,12 +189,12 @@ class CaptureConfig(_Config):
 
 
 class EvalConfig(_Config):
-    n_prompts: PositiveInt = 1280
-    batch_size: PositiveInt = 256
+    n_prompts: _size(2**30) = 1280  # type: ignore[valid-type]
+    batch_size: _size(2**24) = 256  # type: ignore[valid-type]
     baselines: list[str] = Field(default_factory=lambda: ["least_squares", "ridge", "gd", "averaging"])
     baseline_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     score_baseline: str = "least_squares"
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=MAX_SEED)
 
     _check_baselines = field_validator("baselines")(_known_baselines)
 
@@ -165,12 +217,12 @@ class EvalConfig(_Config):
 
 
 class TrainConfig(_Config):
-    name: str = "run"
-    seed: int = 0
-    steps: PositiveInt = 1000
-    batch_size: PositiveInt = 64
-    threads: PositiveInt | None = None  # torch intra-op threads; None: every core (hookedicl.training.threads)
-    device: str = "cpu"
+    name: str = "run"  # one path component: the default output is runs/<name>
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    steps: _size(2**40) = 1000  # type: ignore[valid-type]
+    batch_size: _size(2**24) = 64  # type: ignore[valid-type]
+    threads: _size(1024) | None = None  # type: ignore[valid-type]  # torch intra-op threads; None: every core (hookedicl.training.threads)
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps; must exist on the machine that trains (`preflight`)
     # torch.compile the model for the steps that capture nothing (capture steps run it eagerly, so
     # their hooks fire); one compilation per prompt length of the curriculum. docs/training.md
     # has what it cost and gained here.
@@ -186,6 +238,26 @@ class TrainConfig(_Config):
     # fine-tuning: start from another run's weights, "RUN_DIR" (its newest good checkpoint) or
     # "RUN_DIR:STEP"; the architecture must match; the lineage goes to RUN/lineage.json
     init_from: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_component(cls, v: str) -> str:
+        return check_name(v, "name")
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, v: str) -> str:
+        if not DEVICE.match(v):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        where = _nonfinite_path(data, "") if isinstance(data, dict) else None
+        if where:
+            raise ValueError(f"{where}: NaN and infinite values are not allowed")
+        return data
 
     @field_validator("init_from")
     @classmethod
@@ -208,6 +280,18 @@ class TrainConfig(_Config):
                 )
         if self.capture.hooks and self.capture.n_prompts and self.capture.n_prompts > self.batch_size:
             raise ValueError(f"capture.n_prompts={self.capture.n_prompts} exceeds batch_size={self.batch_size}")
+        n_tokens = 2 * self.task.n_points
+        if isinstance(self.capture.positions, list):
+            bad = [p for p in self.capture.positions if p >= n_tokens]
+            if bad:
+                raise ValueError(
+                    f"capture.positions {bad} lie beyond the prompt: {self.task.n_points} points are {n_tokens} tokens (0..{n_tokens - 1})"
+                )
+        if self.task.n_points * self.task.n_dims > MAX_PROMPT_NUMBERS:
+            raise ValueError(
+                f"task: one prompt of n_points={self.task.n_points} x n_dims={self.task.n_dims} holds more than "
+                f"{MAX_PROMPT_NUMBERS} numbers"
+            )
         try:
             task = self.task.build()
         except (ValueError, TypeError) as e:
@@ -229,32 +313,50 @@ class TrainConfig(_Config):
         except (ValueError, TypeError) as e:
             raise ValueError(f"model: {e}") from e
         if self.capture.hooks:
-            import torch
+            from .recorder import hook_catalogue, resolve_hooks
 
-            from ..models import HookedICLModel
-            from .recorder import resolve_hooks
-
-            # hook names only: build on the meta device, without touching the global RNG
-            with torch.random.fork_rng(devices=[]), torch.device("meta"):
-                resolve_hooks(HookedICLModel(spec).hook_dict, self.capture.hooks)
+            # hook names only: one meta block per distinct block kind, the global RNG untouched
+            resolve_hooks(hook_catalogue(spec), self.capture.hooks)
         return self
 
     # --------------------------------------------------------------- io
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path, *, stored: bool = False) -> "TrainConfig":
+        """Read and validate a YAML config (strict, bounded YAML: `hookedicl.io.load_yaml`);
+        every error is a ValueError naming the file and the field.
+
+        `stored=True` reads a run directory's own config.yaml: a sweep point's name written by
+        earlier versions as `SWEEP/POINT` (two safe components) is read as `SWEEP.POINT`."""
+        from ..io import read_yaml_file
+
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"config file not found: {p}")
-        return cls.from_yaml(p.read_text())
+        data = read_yaml_file(p)
+        if stored and isinstance(data, dict) and isinstance(data.get("name"), str):
+            head, sep, tail = data["name"].partition("/")
+            if sep and NAME.match(head) and NAME.match(tail):
+                data["name"] = f"{head}.{tail}"
+        return cls._from_data(data, str(p))
 
     @classmethod
-    def from_yaml(cls, text: str) -> "TrainConfig":
-        data = yaml.safe_load(text)
+    def from_yaml(cls, text: str, source: str = "config") -> "TrainConfig":
+        from ..io import load_yaml
+
+        return cls._from_data(load_yaml(text, source), source)
+
+    @classmethod
+    def _from_data(cls, data: Any, source: str) -> "TrainConfig":
+        from pydantic import ValidationError
+
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ValueError(f"a config must be a YAML mapping, got {type(data).__name__}")
-        return cls.model_validate(data)
+            raise ValueError(f"{source}: a config must be a YAML mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ValueError(f"{source}: {validation_message(e)}") from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -265,3 +367,13 @@ class TrainConfig(_Config):
     def build_spec(self):
         task = self.build_task()
         return self.model.spec(task.n_dims, task.y_dim, self.task.n_points)
+
+
+def validation_message(e: Any) -> str:
+    """A pydantic ValidationError on one line: `field.path: message; ...`."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = " ".join(str(err["msg"]).split()).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

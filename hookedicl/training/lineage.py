@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json_file
+from ..layout import CHECKPOINTS, CONFIG, LINEAGE, resolve_inside
 from .checkpoints import load_weights, verified_entry
-
-LINEAGE = "lineage.json"
 
 
 @dataclass
@@ -34,8 +33,13 @@ class InitSource:
 
 def read_lineage(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's lineage record, or None for a run trained from scratch."""
-    p = Path(run_dir) / LINEAGE
-    return json.loads(p.read_text()) if p.exists() else None
+    p = resolve_inside(run_dir, LINEAGE, f"run {run_dir}")
+    if not p.exists():
+        return None
+    lineage = read_json_file(p)
+    if not isinstance(lineage, dict) or not isinstance(lineage.get("parents"), list):
+        raise ValueError(f"{p} must hold a JSON object with a 'parents' list")
+    return lineage
 
 
 def parent_entry(run_dir: str | Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -44,18 +48,17 @@ def parent_entry(run_dir: str | Path, step: int | None = None) -> tuple[dict[str
     Raises ValueError naming the run when it is missing, has no usable checkpoint or lacks `step`.
     """
     from .config import TrainConfig
+    from .run import Run
 
-    d = Path(run_dir)
-    if not (d / "config.yaml").is_file():
-        raise ValueError(f"{d} is not a run directory (no config.yaml)")
-    ckpts = d / "checkpoints"
+    d = Run(run_dir).path  # a run directory whose own entries are no symlinks
+    ckpts = d / CHECKPOINTS
     entry = verified_entry(ckpts, step)
     weights, spec, got = load_weights(ckpts, entry["step"])
     parent = {
         "run": str(d.resolve()),
         "step": got,
         "sha256_model": entry["sha256_model"],
-        "config": TrainConfig.load(d / "config.yaml").model_dump(mode="json"),
+        "config": TrainConfig.load(d / CONFIG, stored=True).model_dump(mode="json"),
         "lineage": read_lineage(d),
     }
     return parent, weights, spec

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..io import atomic_write_json, save_safetensors, sha256_file
+from ..io import atomic_write_json, read_json_file, save_safetensors, sha256_file
+from ..layout import INDEX, resolve_inside
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-INDEX = "index.json"
 
 
 def resolve_hooks(hook_dict: Mapping[str, Any], patterns: list[str]) -> list[str]:
@@ -50,7 +49,9 @@ def _pos_dim(name: str) -> int:
 
 
 def position_index(positions: str | list[int], n_tokens: int) -> torch.Tensor | None:
-    """Token indices to keep (None = all)."""
+    """Token indices to keep (None = all). Listed positions at or beyond `n_tokens` are left out:
+    the config allows positions below 2 * task.n_points, so that happens only at the shorter
+    prompts of a curriculum's early stages."""
     if positions == "all":
         return None
     if positions == "x":
@@ -130,16 +131,38 @@ class ActivationRecorder:
         keep = [e for e in index if e["step"] <= step]
         for e in index:
             if e["step"] > step:
-                (self.out_dir / e["file"]).unlink(missing_ok=True)
+                resolve_inside(self.out_dir, e["file"], f"{self.out_dir / INDEX} (file)").unlink(missing_ok=True)
         if len(keep) != len(index):
             atomic_write_json(self.out_dir / INDEX, keep)
 
 
 def read_index(directory: str | Path) -> list[dict[str, Any]]:
-    p = Path(directory) / INDEX
+    """The entries of `directory/index.json` (empty when there is none), each checked.
+
+    ValueError names the file and entry for malformed JSON, a missing or mistyped field, a
+    repeated step or a file name leading outside the directory (`UnsafePathError`)."""
+    d = Path(directory)
+    p = resolve_inside(d, INDEX, "activation index")
     if not p.exists():
         return []
-    return json.loads(p.read_text())
+    index = read_json_file(p)
+    if not isinstance(index, list):
+        raise ValueError(f"{p} must hold a JSON list of shard entries, got {type(index).__name__}")
+    seen: set[int] = set()
+    for i, e in enumerate(index):
+        where = f"{p} entry {i}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where} must be a JSON object, got {type(e).__name__}")
+        missing = [k for k in ("step", "file", "sha256", "hooks", "positions") if k not in e]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}")
+        if not isinstance(e["step"], int) or isinstance(e["step"], bool) or e["step"] < 0 or e["step"] in seen:
+            raise ValueError(f"{where}: step must be a non-negative integer listed once, got {e['step']!r}")
+        seen.add(e["step"])
+        resolve_inside(d, e["file"], f"{where} (file)")
+        if not isinstance(e["sha256"], str) or not isinstance(e["hooks"], list):
+            raise ValueError(f"{where}: sha256 must be a string and hooks a list")
+    return index
 
 
 class ActivationStore:
@@ -167,7 +190,7 @@ class ActivationStore:
         if step not in self.index:
             raise ValueError(f"no activations captured at step {step}; captured steps: {self.steps}")
         e = self.index[step]
-        path = self.dir / e["file"]
+        path = resolve_inside(self.dir, e["file"], f"{self.dir / INDEX} (file)")
         if verify and sha256_file(path) != e["sha256"]:
             raise ValueError(f"activation shard {path} is corrupted (sha256 differs from {INDEX})")
         flat = load_file(str(path))
@@ -189,3 +212,34 @@ class ActivationStore:
         if len(shapes) > 1:
             raise ValueError(f"{hook}: shapes differ across steps ({sorted(shapes)}); pass steps= with one shape")
         return steps, torch.stack(acts)
+
+
+def hook_catalogue(spec: Any, n_points: int = 1) -> dict[str, tuple[int, ...]]:
+    """Every hook name of the model `spec` builds, in forward order, with the shape it sees on one
+    prompt of `n_points` points; computed on the meta device from one block per distinct block
+    spec, so it costs the same for 2 layers or 1,000 and allocates nothing."""
+    from ..models import HookedICLModel
+
+    per_kind: dict[str, dict[str, tuple[int, ...]]] = {}
+    pre: dict[str, tuple[int, ...]] = {}
+    post: dict[str, tuple[int, ...]] = {}
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        for b in spec.blocks:
+            key = b.model_dump_json()
+            if key in per_kind:
+                continue
+            shapes = HookedICLModel(spec.model_copy(update={"blocks": [b]})).hook_shapes(n_points=n_points, batch_size=1)
+            per_kind[key] = {n[len("blocks.0."):]: s for n, s in shapes.items() if n.startswith("blocks.0.")}
+            seen_block = False
+            for n, s in shapes.items():
+                if n.startswith("blocks.0."):
+                    seen_block = True
+                elif seen_block:
+                    post[n] = s
+                else:
+                    pre[n] = s
+    out = dict(pre)
+    for i, b in enumerate(spec.blocks):
+        out.update({f"blocks.{i}.{n}": s for n, s in per_kind[b.model_dump_json()].items()})
+    out.update(post)
+    return out

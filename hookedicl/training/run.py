@@ -18,13 +18,16 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_json_file
+from ..layout import CHECKPOINTS, CONFIG, EVAL, INDEX, LOCK, METRICS, SUMMARY, UnsafePathError, check_run_layout, resolve_inside
 from .checkpoints import latest_good, list_checkpoints, load_weights
+from .checkpoints import read_index as read_checkpoint_index
 from .config import TrainConfig
 from .recorder import ActivationStore
 
@@ -33,13 +36,21 @@ class RunLockedError(RuntimeError):
     pass
 
 
+class SpecMismatchError(ValueError):
+    """A checkpoint's own ModelSpec differs from the model its run's config.yaml describes."""
+
+
 class Run:
-    """Read access to a run directory (config, checkpoints, metrics, activations, eval)."""
+    """Read access to a run directory (config, checkpoints, metrics, activations, eval).
+
+    The directory is untrusted input (see hookedicl.layout): its own entries must not be
+    symlinks, and every file an index names must lie inside it."""
 
     def __init__(self, path: "str | Path | Run") -> None:
         self.path = Path(path.path if isinstance(path, Run) else path)
-        if not (self.path / "config.yaml").is_file():
+        if not self.path.is_dir() or not resolve_inside(self.path, CONFIG, f"run {self.path}").is_file():
             raise ValueError(f"{self.path} is not a run directory (no config.yaml)")
+        check_run_layout(self.path)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -47,11 +58,11 @@ class Run:
     # ------------------------------------------------------------ contents
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.load(self.path / "config.yaml")
+        return TrainConfig.load(resolve_inside(self.path, CONFIG, f"run {self.path}"), stored=True)
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     @property
     def checkpoints(self) -> list[int]:
@@ -62,10 +73,14 @@ class Run:
         return ActivationStore(self.path / "activations")
 
     def load_model(self, step: int | None = None, device: str | torch.device = "cpu"):
-        """The model at checkpoint `step` (default: newest good checkpoint), in eval mode."""
+        """The model at checkpoint `step` (default: newest good checkpoint), in eval mode.
+
+        Raises `SpecMismatchError` when the checkpoint's own ModelSpec (in its safetensors
+        metadata) differs from the model config.yaml describes: the config would be mislabelled."""
         from ..models import HookedICLModel, ModelSpec
 
-        state, spec, _ = load_weights(self.checkpoint_dir, step)
+        state, spec, got = load_weights(self.checkpoint_dir, step)
+        check_spec(spec, self.config, f"{self.path}: checkpoint at step {got}")
         model = HookedICLModel(ModelSpec.from_dict(spec))
         model.load_state_dict(state)
         return model.to(device).eval()
@@ -73,11 +88,12 @@ class Run:
     def task(self):
         return self.config.build_task()
 
-    def metrics(self):
-        """metrics.jsonl as a pandas DataFrame (a torn last line from a crash is ignored)."""
+    def metrics(self, *, repair: bool = False):
+        """metrics.jsonl as a pandas DataFrame (see `read_metrics`: a malformed line is an error
+        naming the file and line unless `repair`, which skips it with a warning)."""
         import pandas as pd
 
-        return pd.DataFrame(read_metrics(self.path / "metrics.jsonl"))
+        return pd.DataFrame(read_metrics(self.path / METRICS, repair=repair))
 
     @property
     def lineage(self) -> dict[str, Any] | None:
@@ -87,32 +103,81 @@ class Run:
         return read_lineage(self.path)
 
     def eval_summary(self) -> dict[str, Any]:
-        p = self.path / "eval" / "summary.json"
+        p = resolve_inside(self.path, f"{EVAL}/{SUMMARY}", f"run {self.path}")
         if not p.exists():
             raise ValueError(f"{self.path} has not been evaluated yet (run `hookedicl eval {self.path}`)")
-        return json.loads(p.read_text())
+        summary = read_json_file(p)
+        if not isinstance(summary, dict):
+            raise ValueError(f"{p} must hold a JSON object, got {type(summary).__name__}")
+        return summary
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
+def check_spec(spec: dict[str, Any], cfg: TrainConfig, what: str) -> None:
+    """Raise `SpecMismatchError` naming the differing fields when checkpoint spec dict `spec`
+    is not the model `cfg` builds (or carries no spec at all)."""
+    if not spec:
+        raise SpecMismatchError(f"{what} carries no model spec in its safetensors metadata; cannot check it against config.yaml")
+    ours = json.loads(json.dumps(cfg.build_spec().to_dict()))
+    if spec != ours:
+        diff = sorted(k for k in set(ours) | set(spec) if ours.get(k) != spec.get(k))
+        raise SpecMismatchError(
+            f"{what} holds a {spec.get('name', '?')} model, but config.yaml describes {ours.get('name', '?')} "
+            f"(they differ in {diff}); the config was edited or the weights belong to another run"
+        )
+
+
+def read_metrics(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl, in file order.
+
+    A line that is not a JSON object with an integer `step` is a ValueError naming the file and
+    line number; `repair=True` skips such lines with a warning instead. The one exception is a
+    last line without its newline (a write torn by a crash), which is dropped silently."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symlink; a run directory is read only without symlinks")
     if not path.exists():
         return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop()  # "" when the file ends with a newline
     rows = []
-    for line in path.read_text().splitlines():
-        try:
+    for i, line in enumerate(lines, start=1):
+        problem = _metrics_problem(line)
+        if problem is None:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # torn final line after a crash
+            continue
+        msg = f"{path} line {i}: {problem}"
+        if not repair:
+            raise ValueError(f"{msg}; fix or delete the line, or repair explicitly (--repair-metrics) to skip it")
+        warnings.warn(f"{msg}; skipped (repair)", stacklevel=2)
+    if torn.strip() and _metrics_problem(torn) is None:
+        rows.append(json.loads(torn))
     return rows
+
+
+def _metrics_problem(line: str) -> str | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg})"
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' must be a non-negative integer, got {step!r}"
+    return None
 
 
 class MetricsLog:
     """Append-only metrics.jsonl; each line is flushed and fsynced."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, repair: bool = False) -> None:
         self.path = path
+        self.repair = repair
 
     def truncate_after(self, step: int) -> None:
-        rows = [r for r in read_metrics(self.path) if r["step"] <= step]
+        """Keep the rows logged at steps <= `step` (by step number, in file order)."""
+        rows = [r for r in read_metrics(self.path, repair=self.repair) if r["step"] <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def append(self, row: dict[str, Any]) -> None:
@@ -125,7 +190,7 @@ class MetricsLog:
 @contextlib.contextmanager
 def run_lock(path: Path):
     """Exclusive lock on a run directory (`.lock` holding the pid); a stale lock is taken over."""
-    lock = path / ".lock"
+    lock = path / LOCK
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -158,29 +223,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-RESUME_MAY_CHANGE = frozenset({"steps", "compile"})
-"""Config fields a resumed run may change: how far to train, and whether to compile."""
+RESUME_MAY_CHANGE = frozenset({"steps", "compile", "name"})
+"""Config fields a resumed run may change: how far to train, whether to compile, and the name
+(a label: the directory is what identifies the run)."""
 
 
-def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool, *, restart: bool = False) -> dict[str, Any] | None:
     """Check the output location before training; returns the checkpoint entry to resume from.
 
-    Raises ValueError when the directory holds another run (without `resume`), when a resumed
-    config differs from the stored one (other than `RESUME_MAY_CHANGE`), or when the location is unwritable.
-    Writes nothing on failure.
+    Call it holding `run_lock(path)`: the checks and the writes that follow must not interleave
+    with another writer's. Raises ValueError when the directory holds another run (without
+    `resume`), when a resumed config differs from the stored one (other than
+    `RESUME_MAY_CHANGE`), when the run's entries are symlinks, when a run that has trained
+    (metrics or checkpoints) has no usable checkpoint left and `restart` is not set, or when
+    the location is unwritable or too small. Writes nothing.
     """
-    stored = path / "config.yaml"
+    check_run_layout(path)
+    stored = resolve_inside(path, CONFIG, f"run {path}")
     entry = None
     if stored.exists():
         if not resume:
             raise ValueError(f"{path} already holds a run; pass resume=True (--resume) or choose another output")
-        old = TrainConfig.load(stored).model_dump(exclude=RESUME_MAY_CHANGE)
+        old = TrainConfig.load(stored, stored=True).model_dump(exclude=RESUME_MAY_CHANGE)
         new = cfg.model_dump(exclude=RESUME_MAY_CHANGE)
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new.get(k))
             raise ValueError(f"cannot resume {path}: config differs from the stored one in {diff}")
-        entry = latest_good(path / "checkpoints")
-    elif path.exists() and any(p.name != ".lock" for p in path.iterdir()):
+        entry = _resume_entry(path, restart)
+    elif path.exists() and any(p.name != LOCK for p in path.iterdir()):
         raise ValueError(f"{path} exists, is not empty and holds no run; choose another output")
     parent = path if path.exists() else next(p for p in path.parents if p.exists())
     _check_writable(parent)
@@ -192,6 +262,43 @@ def prepare_run_dir(path: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any
             f"(checkpoints, activations, metrics), {free / 2**20:.1f} MiB are free"
         )
     return entry
+
+
+def _resume_entry(path: Path, restart: bool) -> dict[str, Any] | None:
+    """The checkpoint a resume continues from; None (start at step 0) only when the run never
+    trained (no metrics, no checkpoints) or `restart` says so."""
+    ckpts = path / CHECKPOINTS
+    index = ckpts / INDEX
+    try:
+        entries = read_checkpoint_index(ckpts)
+    except UnsafePathError:
+        raise  # a crafted index is never "repaired" by a restart: someone must look at it
+    except ValueError as e:
+        entries, problem = [], str(e)
+    else:
+        problem = None
+    if entries:
+        entry = latest_good(ckpts)
+        if entry is not None:
+            return entry
+        problem = f"every checkpoint listed in {index} is missing or corrupted"
+    elif problem is None:
+        has_metrics = bool(read_metrics(path / METRICS, repair=True))
+        if index.exists():
+            problem = f"{index} lists no checkpoint"
+        elif ckpts.is_dir() and any(ckpts.iterdir()):
+            problem = f"{index} is missing"
+        elif has_metrics:
+            problem = f"{path / METRICS} holds logged steps but there is no checkpoint"
+        else:
+            return None  # stopped before its first log line: nothing to lose
+    if restart:
+        warnings.warn(f"restarting {path} from step 0 as asked: {problem}", stacklevel=3)
+        return None
+    raise ValueError(
+        f"cannot resume {path}: {problem}; it will not start over on its own: pass restart=True (--restart) "
+        f"to train it again from step 0, discarding its metrics, checkpoints and activations"
+    )
 
 
 def _check_writable(directory: Path) -> None:
@@ -207,32 +314,96 @@ def _check_writable(directory: Path) -> None:
 def estimate_run_bytes(cfg: TrainConfig, start: int = 0) -> int:
     """Upper estimate of the bytes a run writes from step `start` on: the checkpoints kept at
     once (fp32 weights + Adam moments) plus every activation shard plus metrics lines."""
-    from ..models import HookedICLModel
-
     spec = cfg.build_spec()
-    with torch.random.fork_rng(devices=[]):
-        with torch.device("meta"):
-            n_params = HookedICLModel(spec).n_params
-        remaining = max(cfg.steps - start, 0)
-        n_ckpt = remaining // cfg.checkpoint.every + 1
-        if cfg.checkpoint.keep is not None:
-            n_ckpt = min(n_ckpt, cfg.checkpoint.keep + 1)
-        total = n_ckpt * (12 * n_params + 2**16) + (remaining // cfg.log.every + 1) * 512
-        if cfg.capture.hooks:
-            from .recorder import resolve_hooks
+    n_params = spec.n_params
+    remaining = max(cfg.steps - start, 0)
+    n_ckpt = remaining // cfg.checkpoint.every + 1
+    if cfg.checkpoint.keep is not None:
+        n_ckpt = min(n_ckpt, cfg.checkpoint.keep + 1)
+    total = n_ckpt * (12 * n_params + 2**16) + (remaining // cfg.log.every + 1) * 512
+    if cfg.capture.hooks:
+        from .recorder import hook_catalogue, resolve_hooks
 
-            model = HookedICLModel(spec)
-            names = set(resolve_hooks(model.hook_dict, cfg.capture.hooks))
-            n = cfg.capture.n_prompts or cfg.batch_size
-            shapes = model.hook_shapes(n_points=cfg.task.n_points, batch_size=1)
-            per_prompt = sum(math.prod(shape) for name, shape in shapes.items() if name in names)
-            itemsize = torch.empty((), dtype=getattr(torch, cfg.capture.dtype)).element_size()
-            n_shards = remaining // cfg.capture.every + 2
-            total += n_shards * n * (per_prompt * itemsize + 4 * cfg.task.n_points * (cfg.task.n_dims + 2) + 4096)
+        shapes = hook_catalogue(spec, cfg.task.n_points)
+        names = set(resolve_hooks(shapes, cfg.capture.hooks))
+        n = cfg.capture.n_prompts or cfg.batch_size
+        per_prompt = sum(math.prod(shape) for name, shape in shapes.items() if name in names)
+        itemsize = torch.empty((), dtype=getattr(torch, cfg.capture.dtype)).element_size()
+        n_shards = remaining // cfg.capture.every + 2
+        total += n_shards * n * (per_prompt * itemsize + 4 * cfg.task.n_points * (cfg.task.n_dims + 2) + 4096)
     return int(total)
 
 
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete temporary files a killed writer left behind (see hookedicl.io); call under the lock."""
-    for tmp in path.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+def estimate_memory_bytes(cfg: TrainConfig) -> dict[str, int]:
+    """Estimated peak memory of training `cfg` (bytes), from the config alone.
+
+    `state`: fp32 weights, gradients and both Adam moments (16 bytes per parameter);
+    `activations`: what one training step keeps for the backward pass (per token and layer:
+    residual stream and norms, q/k/v and head outputs, attention scores and pattern, MLP
+    hidden units, Mamba projections and scan states), plus the batch and the logged baselines'
+    per-prompt least-squares systems; `eval`: one evaluation batch without gradients. `total`
+    is state + the larger of activations and eval.
+    """
+    from ..models.spec import AttentionSpec, MambaSpec, MLPSpec, SwiGLUSpec
+
+    spec = cfg.build_spec()
+    d, T = spec.d_model, 2 * cfg.task.n_points
+
+    def per_token(slot: Any) -> int:
+        if isinstance(slot, AttentionSpec):
+            return 6 * d + 2 * slot.n_heads * T
+        if isinstance(slot, (MLPSpec, SwiGLUSpec)):
+            return 4 * (slot.d_mlp or 4 * d)
+        if isinstance(slot, MambaSpec):
+            di = slot.expand * d
+            return 10 * di + 2 * slot.d_state + di * slot.d_state
+        return 0
+
+    layers = [4 * d + per_token(b.mixer) + per_token(b.ffn) for b in spec.blocks]
+    baselines = 4 * cfg.task.n_points * (cfg.task.n_dims + 2) ** 2  # per prompt
+    state = 16 * spec.n_params
+    acts = 4 * cfg.batch_size * (T * (spec.d_in + 4 * d + sum(layers)) + baselines)
+    ev = 4 * spec.n_params + 4 * cfg.eval.batch_size * (T * (spec.d_in + 4 * d + max(layers)) + baselines)
+    return {"state": state, "activations": acts, "eval": ev, "total": state + max(acts, ev)}
+
+
+def device_memory_bytes(device: str) -> int:
+    """Memory available to `device`: the GPU's total memory for CUDA, else the host's available
+    memory (MemAvailable, or physical memory where /proc/meminfo is missing)."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_device(device: str) -> None:
+    """ValueError naming `device` unless it exists on this machine."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} is not available here (torch sees no CUDA device); use device: cpu")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device: 'mps' is not available here; use device: cpu")
+
+
+def preflight(cfg: TrainConfig) -> dict[str, int]:
+    """The checks of `cfg` against this machine that need no output directory: the device
+    exists, and the estimated training memory (`estimate_memory_bytes`) fits in it. Returns the
+    estimate; raises ValueError with the estimate and the limit. Allocates and writes nothing."""
+    check_device(cfg.device)
+    est = estimate_memory_bytes(cfg)
+    limit = device_memory_bytes(cfg.device)
+    if est["total"] > limit:
+        gib = 2**30
+        raise ValueError(
+            f"the config cannot fit in memory: training needs about {est['total'] / gib:.2f} GiB "
+            f"(parameters and Adam state {est['state'] / gib:.2f} GiB, activations of one batch "
+            f"{est['activations'] / gib:.2f} GiB) but {cfg.device} has {limit / gib:.2f} GiB available; "
+            f"lower batch_size, task.n_points, model.d_model or model.n_layers"
+        )
+    return est

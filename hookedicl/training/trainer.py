@@ -22,7 +22,8 @@ from .checkpoints import load_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .recorder import ActivationRecorder, resolve_hooks
 from .lineage import InitSource, resolve_init, write_lineage
-from .run import MetricsLog, Run, prepare_run_dir, remove_stale_temporaries, run_lock
+from ..layout import ACTIVATIONS, CHECKPOINTS, CONFIG, INDEX, METRICS, remove_stale_temporaries
+from .run import MetricsLog, Run, preflight, prepare_run_dir, run_lock
 from .threads import auto_threads
 
 
@@ -43,24 +44,52 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimize
     return cls(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
-def train(config: TrainConfig | str | Path, out_dir: str | Path | None = None, *, resume: bool = False) -> Run:
+def train(
+    config: TrainConfig | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    restart: bool = False,
+    repair_metrics: bool = False,
+) -> Run:
     """Train a model as configured; returns the `Run` (run directory) it wrote.
 
     `out_dir` defaults to `runs/<config.name>`. With `resume=True` an existing run continues from
-    its newest good checkpoint (the config must match, except `steps`, which may be raised).
+    its newest good checkpoint (the config must match, except `steps`, which may be raised). A
+    run that has logged metrics or written checkpoints never starts over on its own: when no
+    usable checkpoint is left, resuming raises unless `restart=True`, which trains it again from
+    step 0. `repair_metrics=True` drops malformed metrics.jsonl lines (with a warning) instead
+    of raising. Every check (`preflight`: device and memory; `prepare_run_dir`: the directory,
+    under its lock) runs before anything is written; on a failure nothing is left behind.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
-    entry = prepare_run_dir(out, cfg, resume)
-    init = resolve_init(cfg) if entry is None and not (out / "config.yaml").exists() else None
-    out.mkdir(parents=True, exist_ok=True)
+    preflight(cfg)
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parent = next((p for p in out.parents if p.exists()), out)
+        raise ValueError(f"output location {parent} is not writable ({e.strerror})") from None
     threads = torch.get_num_threads()
-    with run_lock(out):
-        remove_stale_temporaries(out)
-        try:
-            _train(cfg, out, entry, init)
-        finally:
-            torch.set_num_threads(threads)  # the config's thread count applies to training only
+    started = False
+    try:
+        with run_lock(out):
+            entry = prepare_run_dir(out, cfg, resume, restart=restart)
+            init = resolve_init(cfg) if entry is None and not (out / CONFIG).exists() else None
+            remove_stale_temporaries(out)
+            started = True
+            try:
+                _train(cfg, out, entry, init, repair_metrics=repair_metrics, restart=restart)
+            finally:
+                torch.set_num_threads(threads)  # the config's thread count applies to training only
+    finally:
+        if not started:
+            for d in created:  # only the (empty) directories this call made
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
     return Run(out)
 
 
@@ -72,7 +101,10 @@ def _grad_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
-def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | None = None) -> None:
+def _train(
+    cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | None = None, *,
+    repair_metrics: bool = False, restart: bool = False,
+) -> None:
     from .. import baselines as B
     from ..io import atomic_write_text
 
@@ -84,9 +116,9 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cfg.optim.lr_factor(s, cfg.steps))
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # prompts; independent of the init seed
-    metrics = MetricsLog(out / "metrics.jsonl")
+    metrics = MetricsLog(out / METRICS, repair=repair_metrics)
     recorder = ActivationRecorder(
-        out / "activations", resolve_hooks(model.hook_dict, cfg.capture.hooks) if cfg.capture.hooks else [],
+        out / ACTIVATIONS, resolve_hooks(model.hook_dict, cfg.capture.hooks) if cfg.capture.hooks else [],
         every=cfg.capture.every, n_prompts=cfg.capture.n_prompts, positions=cfg.capture.positions,
         dtype=cfg.capture.dtype,
     )
@@ -94,9 +126,9 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
     if init is not None:
         model.load_state_dict(init.weights)
     if entry is not None:  # resume
-        weights, _, start = load_weights(out / "checkpoints", entry["step"])
+        weights, _, start = load_weights(out / CHECKPOINTS, entry["step"])
         model.load_state_dict(weights)
-        state = load_state(out / "checkpoints", entry)
+        state = load_state(out / CHECKPOINTS, entry)
         if "optimizer" not in state:
             raise ValueError(
                 f"{out} holds no optimiser state at step {start} (e.g. a run exported from a shipped "
@@ -112,7 +144,12 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
     else:
         if init is not None:
             write_lineage(out, "init_from", [init.parent])
-        atomic_write_text(out / "config.yaml", cfg.to_yaml())
+        if restart:  # asked for: forget every checkpoint and shard of the earlier attempt
+            for sub in (CHECKPOINTS, ACTIVATIONS):
+                if (out / sub / INDEX).exists():
+                    atomic_write_text(out / sub / INDEX, "[]\n")
+            metrics.repair = True
+        atomic_write_text(out / CONFIG, cfg.to_yaml())
         metrics.truncate_after(-1)
     log_baselines = {n: B.get(n) for n in cfg.log.baselines} if task.y_dim == 1 else {}
     last = cfg.steps - 1
@@ -175,6 +212,6 @@ def _train(cfg: TrainConfig, out: Path, entry: dict | None, init: InitSource | N
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng_data": gen.get_state(), "rng_torch": torch.get_rng_state(), "step": done, "skipped": skipped,
             }
-            save_checkpoint(out / "checkpoints", done, model, state, keep=cfg.checkpoint.keep)
+            save_checkpoint(out / CHECKPOINTS, done, model, state, keep=cfg.checkpoint.keep)
         bar.update(1)
     bar.close()
