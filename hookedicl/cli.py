@@ -10,7 +10,29 @@ import typer
 if TYPE_CHECKING:
     from .sweep import SweepSpec
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic analysis of in-context learning.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Mechanistic analysis of in-context learning.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+# Commands import what they need (torch, TransformerLens, ...) inside their bodies, so that
+# `hookedicl --help` and `--version` stay fast.
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"hookedicl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Mechanistic analysis of in-context learning."""
 
 
 def _fail(msg: str) -> None:

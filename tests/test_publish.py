@@ -1,4 +1,4 @@
-"""Publishing analyses: every notebook of analyses/ executed on a tiny run with tiny parameters
+"""Publishing analyses: every shipped analysis notebook (hookedicl/publish/analyses/) executed on a tiny run with tiny parameters
 (no cell may raise; figures must be image outputs; PNG + SVG + CSV + Markdown + standalone HTML
 written), the notebook-execution helper, the CLI, and the error paths (unknown analysis, missing
 run, failing cell named by its index, OUT left as it was)."""
@@ -33,7 +33,7 @@ from hookedicl.publish import (
 runner = CliRunner()
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-# Tiny parameters per analysis: every notebook in analyses/ must appear here.
+# Tiny parameters per analysis: every shipped analysis notebook must appear here.
 TINY: dict[str, dict] = {
     "run_summary": {"threads": 1},
     "mechanisms": {
