@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from .progress import quiet_missing_widgets as _quiet_missing_widgets
+
+_quiet_missing_widgets()  # no tqdm "IProgress not found" warning in notebooks without ipywidgets
+
 # public name -> (module relative to this package, attribute; None: the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "analysis": (".analysis", None),

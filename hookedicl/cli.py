@@ -28,11 +28,23 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="no progress bars (they are shown only when stderr is a terminal anyway)"
+    ),
 ) -> None:
     """Mechanistic analysis of in-context learning."""
+    if quiet:  # for this command and the processes it starts (sweep workers); restored after it
+        import os
+
+        from .progress import ENV
+
+        before = os.environ.get(ENV)
+        os.environ[ENV] = "0"
+        ctx.call_on_close(lambda: os.environ.__setitem__(ENV, before) if before is not None else os.environ.pop(ENV, None))
 
 
 def _fail(msg: str) -> None:
@@ -135,12 +147,18 @@ def analyze(
     """Run analyses on a trained run; writes RUN/analysis/<what>.csv and figures."""
     from .analysis import analyze_run
 
-    for name in [w.strip() for w in what.split(",") if w.strip()]:
-        try:
-            df = analyze_run(run, name, n_prompts=n_prompts, seed=seed)
-        except ValueError as e:
-            _fail(str(e))
-        typer.echo(f"{name}: {len(df)} rows -> {run / 'analysis' / (name + '.csv')}")
+    from .progress import progress_bar
+
+    names = [w.strip() for w in what.split(",") if w.strip()]
+    with progress_bar(names, desc="analyze", unit="analysis") as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            try:
+                df = analyze_run(run, name, n_prompts=n_prompts, seed=seed)
+            except ValueError as e:
+                _fail(str(e))
+            with bar.external_write_mode():
+                typer.echo(f"{name}: {len(df)} rows -> {run / 'analysis' / (name + '.csv')}")
 
 
 @app.command()
@@ -184,11 +202,16 @@ def demo(
         run = _train(cfg, out, resume=(out / "config.yaml").exists())
     except ValueError as e:
         _fail(str(e))
+    from .progress import progress_bar
+
     _, summary = evaluate_run(run)
     _print_summary(summary)
-    for name in DEMO_ANALYSES:
-        analyze_run(run, name, n_prompts=256)
-        typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
+    with progress_bar(DEMO_ANALYSES, desc="analyze", unit="analysis") as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            analyze_run(run, name, n_prompts=256)
+            with bar.external_write_mode():
+                typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
     typer.echo(f"report: {write_report(run)}")
 
 
@@ -264,13 +287,14 @@ def publish_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default RUN/publish/ANALYSIS)"),
     param: list[str] = typer.Option([], "--param", "-p", help="notebook parameter NAME=VALUE (YAML value); repeatable"),
     timeout: int = typer.Option(600, help="seconds allowed per notebook cell"),
+    no_input: bool = typer.Option(False, "--no-input", help="hide the code cells in the HTML page"),
 ) -> None:
     """Execute an analysis notebook on RUN; writes figures (PNG + SVG), tables (CSV + Markdown),
     the executed notebook and a standalone HTML page into OUT (atomically)."""
     from .publish import NotebookExecutionError, publish
 
     try:
-        path = publish(analysis, run, out, _parse_publish_params(param), timeout=timeout)
+        path = publish(analysis, run, out, _parse_publish_params(param), timeout=timeout, no_input=no_input)
     except NotebookExecutionError as e:
         if e.traceback:
             typer.echo(e.traceback, err=True)

@@ -93,6 +93,21 @@ class PretrainedCard:
             raise ValueError(f"pretrained card has unknown field(s) {unknown}")
         return cls(**d)
 
+    def __repr__(self) -> str:
+        return f"PretrainedCard({self.summary_line()})"
+
+    def _repr_html_(self) -> str:
+        from .._html import html_table
+
+        s = self.icl_score
+        rows = [
+            ("name", self.name), ("description", self.description), ("architecture", self.arch),
+            ("parameters", self.n_params), ("training steps", self.steps), ("training seconds", self.train_seconds),
+            ("task", f"{self.config['task']['name']}, n_dims {self.n_dims}, n_points {self.n_points}"),
+            (f"ICL score vs {s['baseline']}", f"{s['value']:.3f} (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f})"),
+        ]
+        return html_table(["field", "value"], rows)
+
     def summary_line(self) -> str:
         s = self.icl_score
         return (

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..io import atomic_write_text
+from ..progress import ENV as PROGRESS_ENV
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -124,6 +125,7 @@ def _kernel_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     if root not in _site_dirs():
         env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH", "")])])
     env.update(extra or {})
+    env[PROGRESS_ENV] = "0"  # never a progress bar in a published page
     return env
 
 
@@ -178,6 +180,7 @@ def publish(
     *,
     timeout: int = 600,
     env: Mapping[str, str] | None = None,
+    no_input: bool = False,
 ) -> Path:
     """Execute an analysis notebook on a run (or sweep) and publish its outputs into ``out``.
 
@@ -192,6 +195,8 @@ def publish(
             ``sweep_dir`` and ``out_dir`` are set by this function and may not be given.
         timeout: seconds allowed per cell.
         env: extra environment variables for the kernel.
+        no_input: hide the code cells in the HTML page (markdown and outputs only); the executed
+            notebook keeps them.
 
     Writes into ``out``: ``<name>.ipynb`` (the executed notebook), ``<name>.html`` (standalone
     rendering), every figure (PNG + SVG) and table (CSV + Markdown) the notebook saves, and
@@ -240,13 +245,14 @@ def publish(
         # the notebook wrote into `tmp`; its record names the folder the files end up in
         _relocate(executed, str(tmp), str(out_path))
         _write_notebook(executed, tmp / f"{name}.ipynb")
-        atomic_write_text(tmp / f"{name}.html", render_html(executed, title=f"{name}: {source.name}"))
+        atomic_write_text(tmp / f"{name}.html", render_html(executed, title=f"{name}: {source.name}", no_input=no_input))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "analysis": name,
             "notebook": str(notebook.resolve()),
             "input": {"kind": kind, "path": str(source)},
             "parameters": {k: _literal(v, k) for k, v in params.items()},
+            "no_input": bool(no_input),
             "image_outputs": count_image_outputs(executed),
             "files": files,
         }
