@@ -38,13 +38,9 @@ def _main(
 ) -> None:
     """Mechanistic analysis of in-context learning."""
     if quiet:  # for this command and the processes it starts (sweep workers); restored after it
-        import os
+        from .progress import silence
 
-        from .progress import ENV
-
-        before = os.environ.get(ENV)
-        os.environ[ENV] = "0"
-        ctx.call_on_close(lambda: os.environ.__setitem__(ENV, before) if before is not None else os.environ.pop(ENV, None))
+        ctx.call_on_close(silence())
 
 
 def _fail(msg: str) -> None:
@@ -145,11 +141,15 @@ def analyze(
     seed: int = typer.Option(0),
 ) -> None:
     """Run analyses on a trained run; writes RUN/analysis/<what>.csv and figures."""
-    from .analysis import analyze_run
+    _analyze_all(run, [w.strip() for w in what.split(",") if w.strip()], n_prompts=n_prompts, seed=seed)
 
+
+def _analyze_all(run: Path, names: "list[str] | tuple[str, ...]", *, n_prompts: int, seed: int = 0) -> None:
+    """Run the analyses `names` on `run` one after another, with a progress bar over them; one
+    line per analysis names its table."""
+    from .analysis import analyze_run
     from .progress import progress_bar
 
-    names = [w.strip() for w in what.split(",") if w.strip()]
     with progress_bar(names, desc="analyze", unit="analysis") as bar:
         for name in bar:
             bar.set_postfix_str(name)
@@ -158,7 +158,7 @@ def analyze(
             except ValueError as e:
                 _fail(str(e))
             with bar.external_write_mode():
-                typer.echo(f"{name}: {len(df)} rows -> {run / 'analysis' / (name + '.csv')}")
+                typer.echo(f"{name}: {len(df)} rows -> {Path(run) / 'analysis' / (name + '.csv')}")
 
 
 @app.command()
@@ -187,7 +187,6 @@ def demo(
     Re-running continues an unfinished run and refreshes evaluation, analyses and the report."""
     from importlib.resources import files
 
-    from .analysis import analyze_run
     from .evaluation.run_eval import evaluate_run
     from .report import write_report
     from .training import TrainConfig
@@ -202,16 +201,9 @@ def demo(
         run = _train(cfg, out, resume=(out / "config.yaml").exists())
     except ValueError as e:
         _fail(str(e))
-    from .progress import progress_bar
-
     _, summary = evaluate_run(run)
     _print_summary(summary)
-    with progress_bar(DEMO_ANALYSES, desc="analyze", unit="analysis") as bar:
-        for name in bar:
-            bar.set_postfix_str(name)
-            analyze_run(run, name, n_prompts=256)
-            with bar.external_write_mode():
-                typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
+    _analyze_all(run.path, DEMO_ANALYSES, n_prompts=256)
     typer.echo(f"report: {write_report(run)}")
 
 

@@ -24,10 +24,26 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 ENV = "HOOKEDICL_PROGRESS"
+
+
+def silence() -> Callable[[], None]:
+    """Turn every bar off (``HOOKEDICL_PROGRESS=0``) for this process and the processes it starts,
+    e.g. sweep workers (``hookedicl --quiet``); returns a function that restores the previous
+    setting."""
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+    return restore
 
 
 def _in_kernel() -> bool:
