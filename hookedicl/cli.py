@@ -10,7 +10,37 @@ import typer
 if TYPE_CHECKING:
     from .sweep import SweepSpec
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic analysis of in-context learning.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Mechanistic analysis of in-context learning.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+# Commands import what they need (torch, TransformerLens, ...) inside their bodies, so that
+# `hookedicl --help` and `--version` stay fast.
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"hookedicl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="no progress bars (they are shown only when stderr is a terminal anyway)"
+    ),
+) -> None:
+    """Mechanistic analysis of in-context learning."""
+    if quiet:  # for this command and the processes it starts (sweep workers); restored after it
+        from .progress import silence
+
+        ctx.call_on_close(silence())
 
 
 def _fail(msg: "str | BaseException") -> None:
@@ -139,14 +169,24 @@ def analyze(
     seed: int = typer.Option(0),
 ) -> None:
     """Run analyses on a trained run; writes RUN/analysis/<what>.csv and figures."""
-    from .analysis import analyze_run
+    _analyze_all(run, [w.strip() for w in what.split(",") if w.strip()], n_prompts=n_prompts, seed=seed)
 
-    for name in [w.strip() for w in what.split(",") if w.strip()]:
-        try:
-            df = analyze_run(run, name, n_prompts=n_prompts, seed=seed)
-        except _anticipated() as e:
-            _fail(e)
-        typer.echo(f"{name}: {len(df)} rows -> {run / 'analysis' / (name + '.csv')}")
+
+def _analyze_all(run: Path, names: "list[str] | tuple[str, ...]", *, n_prompts: int, seed: int = 0) -> None:
+    """Run the analyses `names` on `run` one after another, with a progress bar over them; one
+    line per analysis names its table."""
+    from .analysis import analyze_run
+    from .progress import progress_bar
+
+    with progress_bar(names, desc="analyze", unit="analysis") as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            try:
+                df = analyze_run(run, name, n_prompts=n_prompts, seed=seed)
+            except _anticipated() as e:
+                _fail(e)
+            with bar.external_write_mode():
+                typer.echo(f"{name}: {len(df)} rows -> {Path(run) / 'analysis' / (name + '.csv')}")
 
 
 @app.command()
@@ -180,7 +220,6 @@ def demo(
     Re-running continues an unfinished run and refreshes evaluation, analyses and the report."""
     from importlib.resources import files
 
-    from .analysis import analyze_run
     from .evaluation.run_eval import evaluate_run
     from .report import write_report
     from .training import TrainConfig
@@ -195,9 +234,7 @@ def demo(
         run = _train(cfg, out, resume=(out / "config.yaml").exists())
         _, summary = evaluate_run(run)
         _print_summary(summary)
-        for name in DEMO_ANALYSES:
-            analyze_run(run, name, n_prompts=256)
-            typer.echo(f"analysis: {run.path / 'analysis' / (name + '.csv')}")
+        _analyze_all(run.path, DEMO_ANALYSES, n_prompts=256)
         typer.echo(f"report: {write_report(run)}")
     except _anticipated() as e:
         _fail(e)
@@ -275,13 +312,14 @@ def publish_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default RUN/publish/ANALYSIS)"),
     param: list[str] = typer.Option([], "--param", "-p", help="notebook parameter NAME=VALUE (YAML value); repeatable"),
     timeout: int = typer.Option(600, help="seconds allowed per notebook cell"),
+    no_input: bool = typer.Option(False, "--no-input", help="hide the code cells in the HTML page"),
 ) -> None:
     """Execute an analysis notebook on RUN; writes figures (PNG + SVG), tables (CSV + Markdown),
     the executed notebook and a standalone HTML page into OUT (atomically)."""
     from .publish import NotebookExecutionError, publish
 
     try:
-        path = publish(analysis, run, out, _parse_publish_params(param), timeout=timeout)
+        path = publish(analysis, run, out, _parse_publish_params(param), timeout=timeout, no_input=no_input)
     except NotebookExecutionError as e:
         if e.traceback:
             typer.echo(e.traceback, err=True)

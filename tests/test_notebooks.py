@@ -58,6 +58,10 @@ def test_notebook_runs_with_tiny_parameters(name, tmp_path):
                           tmp_path / f"{name}.ipynb", timeout=300, cwd=tmp_path, env=KERNEL_ENV)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    # no warnings or progress bars in the executed outputs
+    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.output_type == "stream" and o.name == "stderr"]
+    assert stderr == []
     assert count_image_outputs(nb) >= min_figures
     saved = sorted(figures.glob(f"nb{name[:2]}_*.png"))
     assert len(saved) == 1 and saved[0].stat().st_size > 10_000, saved

@@ -1,4 +1,4 @@
-"""Publishing analyses: every notebook of analyses/ executed on a tiny run with tiny parameters
+"""Publishing analyses: every shipped analysis notebook (hookedicl/publish/analyses/) executed on a tiny run with tiny parameters
 (no cell may raise; figures must be image outputs; PNG + SVG + CSV + Markdown + standalone HTML
 written), the notebook-execution helper, the CLI, and the error paths (unknown analysis, missing
 run, failing cell named by its index, OUT left as it was)."""
@@ -33,7 +33,7 @@ from hookedicl.publish import (
 runner = CliRunner()
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-# Tiny parameters per analysis: every notebook in analyses/ must appear here.
+# Tiny parameters per analysis: every shipped analysis notebook must appear here.
 TINY: dict[str, dict] = {
     "run_summary": {"threads": 1},
     "mechanisms": {
@@ -90,13 +90,14 @@ def sweep_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def published(tiny_run, sweep_dir, tmp_path_factory) -> dict[str, Path]:
-    """Every analysis published once: run_summary through the CLI, the others through the API."""
+    """Every analysis published once: run_summary through the CLI with --no-input, the others
+    through the API (code cells shown)."""
     root = tmp_path_factory.mktemp("published")
     out: dict[str, Path] = {}
     for name in list_analyses():
         target = root / name
         if name == "run_summary":
-            args = ["publish", name, "--run", str(tiny_run), "--out", str(target)]
+            args = ["publish", name, "--run", str(tiny_run), "--out", str(target), "--no-input"]
             for k, v in TINY[name].items():
                 args += ["-p", f"{k}={json.dumps(v)}"]
             res = runner.invoke(app, args)
@@ -142,13 +143,18 @@ class _Resources(HTMLParser):
         self.loads: list[tuple[str, str]] = []
         self.images: list[str] = []
         self.inline_svg = 0
+        self.code_editors = 0  # the source of a code cell
+        self.missing_alt = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "img":
             self.images.append(a.get("src") or "")
+            self.missing_alt += not a.get("alt")
         if tag == "svg":
             self.inline_svg += 1
+        if "jp-InputArea-editor" in (a.get("class") or "").split():
+            self.code_editors += 1
         for key in ("src", "data"):
             if a.get(key) and tag in ("img", "script", "iframe", "embed", "object", "source", "audio", "video"):
                 self.loads.append((tag, a[key]))
@@ -160,7 +166,7 @@ class _Resources(HTMLParser):
 def test_every_analysis_has_tiny_parameters_and_a_readme_entry():
     names = list_analyses()
     assert {"run_summary", "mechanisms", "sweep_summary"} <= set(names)
-    readme = (resolve_analysis("run_summary").parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "analyses" / "README.md").read_text()
     for name in names:
         assert name in TINY and name in FIGURES, f"add tiny parameters for analysis {name!r}"
         assert f"`{name}`" in readme
@@ -177,6 +183,13 @@ def test_analysis_publishes_figures_tables_and_html(published, name):
     nb = nbformat.read(str(out / f"{name}.ipynb"), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
+    # no warnings, progress bars or other stderr text in the outputs
+    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "stream" and o.name == "stderr"]
+    assert stderr == []
+    texts = [o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in nb.cells if c.cell_type == "code"
+             for o in c.outputs]
+    assert not [t for t in texts if "Warning" in t or "%|" in t]
     assert all(c.execution_count is not None for c in nb.cells if c.cell_type == "code" and c.source.strip())
     injected = [i for i, c in enumerate(nb.cells) if INJECTED_TAG in c.metadata.get("tags", [])]
     params = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
@@ -204,9 +217,16 @@ def test_analysis_publishes_figures_tables_and_html(published, name):
     assert res.loads and all(src.startswith("data:") for _, src in res.loads), res.loads
     pngs_in_page = [s for s in res.images if s.startswith("data:image/png;base64,")]
     assert len(pngs_in_page) + res.inline_svg >= count_image_outputs(nb)
+    no_input = name == "run_summary"  # published with --no-input
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert res.code_editors == (0 if no_input else len(code_cells))
+    assert ("publish_figure" in page) is not no_input  # (highlighted: no literal "publish_figure(")
+    assert "Warning" not in page
+    assert res.missing_alt == 0
 
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["analysis"] == name and manifest["image_outputs"] == count_image_outputs(nb)
+    assert manifest["no_input"] is no_input
     assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {MANIFEST}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{name}.")]
 

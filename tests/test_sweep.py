@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -255,3 +256,33 @@ def test_shipped_sweeps_expand_and_cover_the_zoo():
     assert (g.model.n_layers, g.model.d_model, g.model.n_heads, g.task.n_dims, g.task.n_points) == (12, 256, 8, 20, 41)
     assert (g.optim.name, g.optim.lr, g.batch_size, g.steps, g.device) == ("adam", 1e-4, 64, 500_000, "cuda")
     assert (gpu[0].num_gpus, gpu[0].num_cpus) == (1.0, 4.0)
+
+
+def test_ray_connection_failure_is_one_line_with_what_to_try(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    from ray.exceptions import AuthenticationError
+
+    from hookedicl.sweep.executors import ray_connection_error
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump({"name": "t", "base": copy.deepcopy(TINY), "grid": {"seed": [0]}}))
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "out"), "--executor", "ray",
+                              "--address", f"127.0.0.1:{port}"])
+    assert time.perf_counter() - t0 < 30  # refused at once, not after Ray's minutes of retries
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 2 and lines[0].startswith("sweep t: 1 points")  # the plan, then one error line
+    line = lines[1]
+    assert line.startswith(f"error: could not connect to the Ray cluster at '127.0.0.1:{port}': nothing accepts connections")
+    assert "RAY_AUTH_MODE" in line and "check the address" in line and "Traceback" not in res.output
+
+    msg = ray_connection_error("127.0.0.1:6379", AuthenticationError("Unauthenticated: no token presented"), "2.60.0")
+    assert "\n" not in msg and "AuthenticationError: Unauthenticated: no token presented;" in msg
+    assert "RAY_AUTH_TOKEN" in msg and "RAY_AUTH_MODE=disabled" in msg and "Ray version (here 2.60.0)" in msg
+    local = ray_connection_error(None, RuntimeError("raylet died\nlong details"))
+    assert local.startswith("could not start a local Ray instance: RuntimeError: raylet died; try: ") and "--executor local" in local

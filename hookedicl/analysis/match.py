@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from .. import baselines as B
+from ..progress import progress_bar
 from .common import as_predictor, check_prompts, is_model, nan_mean_ci, run_prompts
 
 FAMILIES: tuple[str, ...] = ("least_squares", "ridge", "gd", "sgd", "gd_plus_plus", "newton", "averaging", "knn")
@@ -493,7 +494,7 @@ def match(
     if "sensitivity" in metrics:
         g1 = query_gradients(model, xs, ys, ks)
     d = xs.shape[-1]
-    for ref in refs:
+    for ref in progress_bar(refs, desc="match", unit="reference"):
         parts = []
         if "spd" in metrics or "pred_diff" in metrics:
             t = spd(p1, predictions(ref.predictor, xs, ys), xs, ys, ks=ks, ci=ci, seed=seed)

@@ -33,6 +33,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..progress import progress_bar
+
 __all__ = [
     "DOT_THRESHOLD", "MERGE_METHODS", "merge_models", "merge_runs", "merge_state_dicts", "lerp_tensors",
     "slerp_tensors",
@@ -131,7 +133,7 @@ def merge_state_dicts(
         raise ValueError(f"the models hold different tensors: only in A {only_a}, only in B {only_b}")
     merged: dict[str, torch.Tensor] = {}
     rows = []
-    for name in a:
+    for name in progress_bar(a, total=len(a), desc=f"merge ({method})", unit="tensor"):
         ta, tb = a[name], b[name]
         _check_pair(ta, tb, name)
         if not ta.is_floating_point():

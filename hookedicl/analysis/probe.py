@@ -48,6 +48,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..baselines import GradientDescent, LeastSquares, LinearPredictor, Ridge
 from ..evaluation.bootstrap import bootstrap_means
+from ..progress import progress_bar
 from ..tasks import TaskBatch
 from .common import (
     RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites, run_prompts,
@@ -481,7 +482,7 @@ def _probe_core(
     ks = [(p + 1) // 2 for p in positions]
     idx = [stored.index(p) for p in positions]
     rows: list[dict[str, Any]] = []
-    for name, (layer, act, pos_dim) in acts.items():
+    for name, (layer, act, pos_dim) in progress_bar(acts.items(), total=len(acts), desc=f"probe ({control})", unit="site"):
         a = act.detach().movedim(pos_dim, 1)
         X = a[:, idx].reshape(b, len(idx), -1).to("cpu", torch.float64).numpy().transpose(1, 0, 2)  # (P, b, f)
         for target, tab in zip(targets, tables):

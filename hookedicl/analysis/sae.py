@@ -43,6 +43,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 from torch import nn
 
+from ..progress import progress_bar
+
 __all__ = ["SAEConfig", "SparseAutoencoder", "as_token_matrix", "load_sae", "sae_loss", "save_sae", "train_sae"]
 
 
@@ -278,7 +280,7 @@ def train_sae(acts: torch.Tensor, config: SAEConfig | None = None, **overrides: 
     acc = {"loss": 0.0, "mse": 0.0, "fvu": 0.0, "l0": 0.0, "aux": 0.0}
     n_acc = 0
     sae.train()
-    for step in range(cfg.steps):
+    for step in progress_bar(range(cfg.steps), desc="sae", unit="step"):
         if pos + bs > n:
             perm, pos = torch.randperm(n, generator=g), 0
         xb = x[perm[pos : pos + bs]]

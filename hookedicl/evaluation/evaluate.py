@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..progress import progress_bar
 from .bootstrap import SeedLike, bootstrap_means, percentile_interval
 from .errors import check_second_moment, error_curve
 from .icl_score import ICLScore, icl_regression_score
@@ -119,6 +120,28 @@ class EvalResult:
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"errors must all share one 2-D shape (n_prompts, n_points); got {shapes}")
         self.y_second_moment = check_second_moment(self.y_second_moment)
+
+    def __repr__(self) -> str:
+        return (
+            f"EvalResult(task={self.task!r}, n_prompts={self.n_prompts}, n_points={self.n_points}, "
+            f"predictors={self.predictors}, y_second_moment={self.y_second_moment:.4g} ({self.y_second_moment_source}))"
+        )
+
+    def summary_ks(self, max_columns: int = 6) -> list[int]:
+        """At most ``max_columns`` context lengths, evenly spaced from 0 to ``n_points - 1``."""
+        n = self.n_points
+        return sorted({int(round(v)) for v in np.linspace(0, n - 1, min(n, max_columns))})
+
+    def _repr_html_(self) -> str:
+        from .._html import html_table
+
+        ks = self.summary_ks()
+        rows = [[name, *self.normalized_errors(name).mean(axis=0)[ks].tolist()] for name in [*self.predictors, ZERO]]
+        caption = (
+            f"EvalResult: {self.task}, {self.n_prompts} prompts x {self.n_points} points; mean squared error "
+            f"/ E[y²] ({self.y_second_moment:.4g}, {self.y_second_moment_source}) after k examples"
+        )
+        return html_table(["predictor", *(f"k = {k}" for k in ks)], rows, caption)
 
     @property
     def n_prompts(self) -> int:
@@ -292,6 +315,7 @@ def evaluate(
     seed: int = 0,
     n_dims_active: int | None = None,
     y_second_moment: float | None = None,
+    progress: bool | None = None,
 ) -> EvalResult:
     """Squared errors of every predictor (and of the zero predictor) on the same prompts.
 
@@ -313,6 +337,8 @@ def evaluate(
         n_dims_active: forwarded to ``task.sample`` and ``task.y_second_moment`` when given.
         y_second_moment: E[y²] for normalisation; default the task's value, else estimated from
             the sampled ys.
+        progress: a progress bar over the prompts (``None``: when stderr is a terminal; see
+            :mod:`hookedicl.progress`).
 
     Returns:
         :class:`EvalResult` with errors of shape ``(n_prompts, n_points)`` per predictor.
@@ -345,7 +371,8 @@ def evaluate(
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in [*predictors, ZERO]}
     y2_sum, y2_count = 0.0, 0
     unique_modules = list({id(m): m for m in modules.values() if m is not None}.values())
-    with torch.no_grad(), _eval_mode(unique_modules):
+    bar = progress_bar(total=n_prompts, desc="eval", unit="prompt", enabled=progress)
+    with bar, torch.no_grad(), _eval_mode(unique_modules):
         for start in range(0, n_prompts, batch_size):
             b = min(batch_size, n_prompts - start)
             batch = sample(batch_size=b, n_points=n_points, generator=generator)
@@ -373,6 +400,7 @@ def evaluate(
                 if not np.all(np.isfinite(p)):
                     raise ValueError(f"predictor {name!r} returned non-finite predictions")
                 chunks[name].append(_sq_err(p, ys_np))
+            bar.update(b)
 
     errors = {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
     if y_second_moment is not None:

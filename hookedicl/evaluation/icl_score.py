@@ -52,6 +52,21 @@ class ICLScore:
         """Plain-Python dict (JSON-serialisable)."""
         return asdict(self)
 
+    def __repr__(self) -> str:
+        prompts = "" if self.n_prompts is None else f", n_prompts={self.n_prompts}"
+        return (
+            f"ICLScore({self.value:.4g}, {round(100 * self.level)}% CI [{self.ci_low:.4g}, {self.ci_high:.4g}], "
+            f"method={self.method!r}{prompts})"
+        )
+
+    def _repr_html_(self) -> str:
+        from .._html import html_table
+
+        return html_table(
+            ["ICL score", f"{round(100 * self.level)}% CI low", "CI high", "method", "prompts"],
+            [[self.value, self.ci_low, self.ci_high, self.method, self.n_prompts]],
+        )
+
 
 def _shape(a: np.ndarray) -> tuple[int, ...]:
     return tuple(a.shape)

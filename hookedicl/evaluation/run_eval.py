@@ -18,8 +18,10 @@ def evaluate_run(
     n_prompts: int | None = None,
     baselines: list[str] | None = None,
     write: bool = True,
+    progress: bool | None = None,
 ) -> tuple[EvalResult, dict[str, Any]]:
-    """Evaluate `run` (a `Run` or its path) at checkpoint `step` (default newest).
+    """Evaluate `run` (a `Run` or its path) at checkpoint `step` (default newest). `progress`: a
+    progress bar over the prompts (`None`: when stderr is a terminal).
 
     Returns the `EvalResult` and the summary dict (also written to `RUN/eval/` when `write`).
     """
@@ -43,7 +45,7 @@ def evaluate_run(
         predictors |= {n: B.get(n, **ev.baseline_kwargs.get(n, {})) for n in names}
     result = evaluate(
         predictors, task, n_prompts=n_prompts or ev.n_prompts, n_points=cfg.task.n_points,
-        batch_size=ev.batch_size, seed=ev.seed,
+        batch_size=ev.batch_size, seed=ev.seed, progress=progress,
     )
     summary = result.to_json_dict(model="model", baseline=ev.score_baseline if task.y_dim == 1 else "model")
     summary["step"] = step

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..io import atomic_write_text
+from ..progress import ENV as PROGRESS_ENV
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -272,7 +273,8 @@ def execute_notebook(
             written also when a cell fails, holding the outputs up to and including the error.
         timeout: seconds allowed per cell.
         cwd: the kernel's working directory; default the notebook's own folder (as in Jupyter).
-        env: extra environment variables for the kernel (on top of this process's environment).
+        env: extra environment variables for the kernel (on top of this process's environment;
+            progress bars are off, ``HOOKEDICL_PROGRESS=0``, unless ``env`` sets it).
 
     Returns:
         The executed notebook.
@@ -303,6 +305,7 @@ def execute_notebook(
     kernel_env = dict(os.environ)
     kernel_env["MPLBACKEND"] = INLINE_BACKEND
     kernel_env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    kernel_env[PROGRESS_ENV] = "0"  # no progress bars in an executed notebook's outputs
     if env is not None:
         kernel_env.update({str(k): str(v) for k, v in env.items()})
 

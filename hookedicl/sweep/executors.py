@@ -163,9 +163,15 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if self.address is not None:
                 kwargs["address"] = self.address
+                unreachable = _unreachable(self.address)
+                if unreachable:  # Ray itself would retry for minutes
+                    raise ValueError(ray_connection_error(self.address, unreachable, ray.__version__))
             elif self.num_cpus is not None:
                 kwargs["num_cpus"] = self.num_cpus
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except Exception as e:  # noqa: BLE001 - ConnectionError, AuthenticationError, RuntimeError, ...
+                raise ValueError(ray_connection_error(self.address, e, ray.__version__)) from None
             started = True
         try:
             task = ray.remote(execute_point)
@@ -186,6 +192,52 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why no TCP connection opens to the host:port of a Ray `address` ("host:port" or
+    "ray://host:port"); None when one opens, or when the address names no port ("auto", "local")."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        return f"nothing accepts connections at {hostport} ({e.strerror or type(e).__name__})"
+    return None
+
+
+def ray_connection_error(address: str | None, error: BaseException | str, ray_version: str = "") -> str:
+    """One line: what failed when joining (or starting) a Ray cluster, and what to try."""
+    what = f"could not connect to the Ray cluster at {address!r}" if address else "could not start a local Ray instance"
+    if isinstance(error, BaseException):
+        full = str(getattr(error, "message", "") or error).strip()  # AuthenticationError: without its long help
+        text = full.splitlines()[0] if full else ""
+        cause = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    else:
+        cause = error
+    cause = cause if len(cause) <= 200 else cause[:197] + "..."
+    auth = any(w in cause.lower() for w in ("auth", "token", "unauthenticated", "permission denied"))
+    tries = []
+    if auth:
+        tries.append(
+            "the cluster uses Ray's token authentication: make its token available here (RAY_AUTH_MODE=token with "
+            "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), or on a trusted network restart the head "
+            "with RAY_AUTH_MODE=disabled"
+        )
+    if address:
+        tries.append(
+            "check the address (`ray status` on the head prints it; 'auto' joins a head started on this machine "
+            "with `ray start --head`)"
+        )
+        if not auth:
+            tries.append("if the head rejects the connection, set RAY_AUTH_MODE as the head has it (token or disabled)")
+        if ray_version:
+            tries.append(f"use the head's Ray version (here {ray_version})")
+    else:
+        tries.append("start a head yourself (docs/sweeps.md: a local cluster) and pass --address, or use --executor local")
+    return f"{what}: {cause}; try: " + "; ".join(tries)
 
 
 def make_executor(name: str, *, workers: int = 1, address: str | None = None, num_cpus: int | None = None) -> Executor:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
 from ..layout import SWEEP_SPEC, read_status, status_path, sweep_run_dir
+from ..progress import progress_bar
 from ..training.run import run_lock
 from .executors import Executor, LocalExecutor
 from .spec import SweepPoint, SweepSpec
@@ -39,6 +40,12 @@ class SweepResult:
     states: dict[str, PointState]
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     table: pd.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SweepResult({str(self.out)!r}: {len(self.points)} points, {len(self.records)} run now, "
+            f"{len(self.skipped)} already done, {len(self.failed)} failed)"
+        )
 
     @property
     def failed(self) -> list[str]:
@@ -74,18 +81,31 @@ def run_sweep(
     executor: Executor | None = None,
     aggregate: bool = True,
     echo: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> SweepResult:
     """Run every unfinished point of `spec` (a `SweepSpec` or a sweep YAML path) into `out`.
 
     `executor` defaults to `LocalExecutor()` (sequential, in this process). The spec is expanded
     and validated first (ValueError, nothing written); a failing point is recorded in
     `status/<point>.json` and the results, and the other points go on. A lock on `out` keeps two
-    sweeps from running into the same directory at once (`RunLockedError`).
+    sweeps from running into the same directory at once (`RunLockedError`). `echo` receives one
+    line per finished point; `progress` shows a bar over the points (`None`: when stderr is a
+    terminal).
     """
     spec = _load(spec)
     points = spec.expand()
     o = Path(out) if out is not None else default_out(spec)
-    say = echo or (lambda _msg: None)
+    bar: Any = None  # the bar over the points, once they are known
+
+    def say(msg: str) -> None:
+        if echo is None:
+            return
+        if bar is None or bar.disable:
+            echo(msg)
+        else:
+            with bar.external_write_mode():  # the line goes above the bar, not through it
+                echo(msg)
+
     o.mkdir(parents=True, exist_ok=True)
     with run_lock(o):
         atomic_write_text(o / SWEEP_SPEC, spec.resolved().to_yaml())
@@ -110,8 +130,10 @@ def run_sweep(
             n = len(result.records)
             msg = f"[{n}/{len(jobs)}] {rec['point']}: {rec['status']} ({rec['attempt_wall_s']:.1f} s)"
             say(msg if rec["status"] == "done" else f"{msg}: {rec['error']}")
+            bar.update(1)
 
-        (executor or LocalExecutor()).run(jobs, record)
+        with progress_bar(total=len(jobs), desc=f"sweep {spec.name}", unit="point", enabled=progress) as bar:
+            (executor or LocalExecutor()).run(jobs, record)
         say(f"sweep {spec.name}: ran {len(jobs)} points in {time.perf_counter() - t0:.1f} s, {len(result.failed)} failed")
         if aggregate:
             from .aggregate import write_results

@@ -24,6 +24,10 @@ class TaskBatch:
     ys: torch.Tensor
     params: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self.params.items()) or "none"
+        return f"TaskBatch(xs {tuple(self.xs.shape)}, ys {tuple(self.ys.shape)}, params: {params}; {self.xs.dtype}, {self.xs.device})"
+
     def __post_init__(self) -> None:
         if not isinstance(self.xs, torch.Tensor) or not isinstance(self.ys, torch.Tensor):
             raise ValueError("xs and ys must be torch.Tensors")

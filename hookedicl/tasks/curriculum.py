@@ -87,6 +87,17 @@ class Curriculum(BaseModel):
         if self.dims.end > n_dims:
             raise ValueError(f"curriculum dims.end={self.dims.end} exceeds the task's n_dims={n_dims}")
 
+    def changes(self, steps: int) -> list[tuple[int, int, int]]:
+        """``(step, n_dims_active, n_points)`` at every step in ``1 .. steps - 1`` where :meth:`at`
+        differs from the step before (the curriculum's jumps within a run of ``steps`` steps)."""
+        steps = check_int("steps", steps, minimum=0)
+        candidates = {
+            i * s.interval
+            for s in (self.dims, self.points)
+            for i in range(1, min(steps - 1, s.steps_to_end()) // s.interval + 1)
+        }
+        return [(c, *self.at(c)) for c in sorted(candidates) if 0 < c < steps and self.at(c) != self.at(c - 1)]
+
     def steps_to_final(self) -> int:
         """First step from which :meth:`at` returns :attr:`final`."""
         return max(self.dims.steps_to_end(), self.points.steps_to_end())

@@ -10,14 +10,13 @@ continues exactly where a killed run stopped.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..models import HookedICLModel
+from ..progress import progress_bar
 from .checkpoints import load_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .recorder import ActivationRecorder, resolve_hooks
@@ -157,10 +156,7 @@ def _train(
     # Compiled forward for the steps without capture; capture steps call the eager module, whose
     # HookPoints fire (hooks added to a compiled module after tracing would be ignored).
     fast = torch.compile(model, dynamic=False) if cfg.compile else model
-    bar = tqdm(
-        total=cfg.steps, initial=start, disable=not cfg.log.progress, desc=cfg.name, dynamic_ncols=True,
-        mininterval=0.2 if sys.stderr.isatty() else 10.0,
-    )
+    bar = progress_bar(total=cfg.steps, initial=start, desc=cfg.name, enabled=cfg.log.progress)
     loss_sum, n_sum, t0, step0 = torch.zeros((), device=device), 0, time.perf_counter(), start
     for step in range(start, cfg.steps):
         n_dims, n_points = cfg.curriculum.at(step) if cfg.curriculum else (task.n_dims, cfg.task.n_points)
