@@ -169,8 +169,8 @@ def study_saes(models: dict[str, Any], tasks: dict[str, tuple[Any, str, Any]], n
     relu = SAEConfig(d_sae=args.d_sae, kind="relu", l1_coeff=args.l1_coeff, steps=args.sae_steps, seed=first)
     saes, alive, metric_rows, splice_rows, hist_rows, corr_rows = {}, {}, [], [], [], []
     for name, model in models.items():
-        acts = collect_activations(model, train_batch.xs, train_batch.ys, args.hooks)
-        held = collect_activations(model, eval_batch.xs, eval_batch.ys, args.hooks)
+        acts = collect_activations(model, train_batch, args.hooks)
+        held = collect_activations(model, eval_batch, args.hooks)
         with torch.no_grad():
             preds = model.eval()(eval_batch.xs, eval_batch.ys)
         for hook in args.hooks:
@@ -340,8 +340,8 @@ def stability(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     model, n_points = runs["base"].load_model(), runs["base"].config.task.n_points
     train_batch, _ = mixture(tasks, args.n_prompts, n_points, args.seed + 11)
     eval_batch, _ = mixture(tasks, args.eval_prompts, n_points, args.seed + 13)
-    acts = collect_activations(model, train_batch.xs, train_batch.ys, args.hooks)
-    held = collect_activations(model, eval_batch.xs, eval_batch.ys, args.hooks)
+    acts = collect_activations(model, train_batch, args.hooks)
+    held = collect_activations(model, eval_batch, args.hooks)
     rows = []
     for hook in args.hooks:
         for size in args.stability_sizes.split(","):

@@ -96,7 +96,7 @@ def arch_analyses(run: hi.Run, label: str) -> dict[str, pd.DataFrame]:
 def summarize_match(m: pd.DataFrame, d: int = D) -> pd.DataFrame:
     """Normalised SPD / ILWD averaged over k >= d, one row per reference."""
     sel = m[(m["k"] >= d) & m["metric"].isin(["spd/d", "ilwd/d"])]
-    return sel.pivot_table(index="reference", columns="metric", values="mean", aggfunc="mean").reset_index()
+    return sel.pivot_table(index="predictor", columns="metric", values="mean", aggfunc="mean").reset_index()
 
 
 def summarize_probe(p: pd.DataFrame) -> pd.DataFrame:
@@ -117,9 +117,9 @@ def main() -> None:
     pd.set_option("display.width", 200)
     if args.what == "lsa":
         t = lsa(args.out)
-        gd = t[t["reference"].str.startswith("gd")]
-        print(markdown(gd.pivot_table(index=["reference", "k"], columns="metric", values="mean").reset_index()))
-        print(markdown(t.pivot_table(index="reference", columns="metric", values="mean", aggfunc="mean").reset_index()))
+        gd = t[t["predictor"].str.startswith("gd")]
+        print(markdown(gd.pivot_table(index=["predictor", "k"], columns="metric", values="mean").reset_index()))
+        print(markdown(t.pivot_table(index="predictor", columns="metric", values="mean", aggfunc="mean").reset_index()))
         return
     if args.what == "demo":
         run = hi.Run(args.run or "runs/demo")

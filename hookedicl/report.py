@@ -86,13 +86,13 @@ def lens_summary(lens: pd.DataFrame, ks: list[int]) -> pd.DataFrame:
 def match_summary(match: pd.DataFrame, d: int, model: str = "model") -> pd.DataFrame:
     """One row per reference: SPD/d, ILWD/d and the sensitivity cosine averaged over k >= d
     (over every k when none is), sorted by SPD/d; from the match table (`analysis/match.csv`)."""
-    t = match[match["reference"] != model]
+    t = match[match["predictor"] != model]
     ks = sorted(t["k"].unique())
     long = [k for k in ks if k >= d] or ks
     t = t[t["k"].isin(long)]
     names = {"spd/d": "SPD/d", "ilwd/d": "ILWD/d", "sensitivity_cos": "sensitivity cos"}
     cols = [m for m in names if m in set(t["metric"])]
-    out = (t[t["metric"].isin(cols)].pivot_table(index=["family", "reference"], columns="metric", values="mean", aggfunc="mean", sort=False)
+    out = (t[t["metric"].isin(cols)].pivot_table(index=["family", "predictor"], columns="metric", values="mean", aggfunc="mean", sort=False)
            .reindex(columns=cols).rename(columns=names).reset_index())
     out.columns.name = None
     if "SPD/d" in out.columns:

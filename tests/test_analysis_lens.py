@@ -92,7 +92,7 @@ def test_lens_match_last_layer_agrees_with_match_on_the_model():
     np.testing.assert_allclose(last["mean"].to_numpy(), direct["mean"].to_numpy(), rtol=1e-6)
     best = match.best_match(per_layer, "spd")
     assert set(best["layer"]) == {0, 1, 2} and len(best) == 3 * N_POINTS
-    assert set(best["reference"]) <= {"least_squares", "averaging"}
+    assert set(best["predictor"]) <= {"least_squares", "averaging"}
     assert no_hooks(model)
 
 

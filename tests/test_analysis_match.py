@@ -29,7 +29,7 @@ def prompts(batch: int = 16, n_points: int = N_POINTS, seed: int = 0):
 
 def metric(table, name, reference=None):
     t = table[table["metric"] == name]
-    return t if reference is None else t[t["reference"] == reference]
+    return t if reference is None else t[t["predictor"] == reference]
 
 
 def test_least_squares_matched_against_itself_is_exact():
@@ -156,12 +156,12 @@ def test_best_match_finds_the_generating_predictor():
     t = match.match(fake, xs, ys, references=["least_squares", "gd", "averaging"], lr_search="model",
                     gd_steps=(1,), metrics=("spd", "ilwd"))
     best = match.best_match(t, "spd")
-    gd_label = [r for r in t["reference"].unique() if r.startswith("gd(")][0]
+    gd_label = [r for r in t["predictor"].unique() if r.startswith("gd(")][0]
     assert "model line search" in gd_label
-    assert (best[best["k"] >= 1]["reference"] == gd_label).all()
+    assert (best[best["k"] >= 1]["predictor"] == gd_label).all()
     assert metric(t, "spd", gd_label)["mean"].max() < 1e-8
     assert metric(t, "ilwd", gd_label)["mean"].max() < 1e-8
-    assert list(best.columns) == ["k", "metric", "reference", "mean", "ci_low", "ci_high", "runner_up", "margin"]
+    assert list(best.columns) == ["k", "metric", "predictor", "mean", "ci_low", "ci_high", "runner_up", "margin"]
 
 
 def test_references_expand_families_and_grids():
@@ -179,7 +179,7 @@ def test_match_runs_on_every_preset(arch):
     model = tiny(arch)
     xs, ys = prompts(batch=6)
     t = match.match(model, xs, ys, references=["least_squares", "gd"], gd_steps=(1,), ks=[1, 4], n_queries=6)
-    assert list(t.columns) == ["reference", "family", "k", "metric", "mean", "ci_low", "ci_high"]
+    assert list(t.columns) == ["predictor", "family", "k", "metric", "mean", "ci_low", "ci_high"]
     assert set(t["metric"]) == {"spd", "spd/d", "pred_diff", "ilwd", "ilwd/d", "r2", "sensitivity_cos"}
     assert set(t["k"]) == {1, 4} and np.isfinite(t["mean"]).all()
     assert (t["ci_low"] <= t["mean"] + 1e-12).all() and (t["mean"] <= t["ci_high"] + 1e-12).all()
@@ -229,7 +229,7 @@ def test_bad_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="must have shape"):
         match.spd(torch.zeros(3, 3), B.get("least_squares"), xs, ys)
     with pytest.raises(ValueError, match="not in the table"):
-        match.best_match(match.spd(B.get("averaging"), B.get("least_squares"), xs, ys).assign(reference="a"), "ilwd")
+        match.best_match(match.spd(B.get("averaging"), B.get("least_squares"), xs, ys).assign(predictor="a"), "ilwd")
     with pytest.raises(ValueError, match="duplicate"):
         match.resolve_references(["least_squares", "least_squares"])
     assert no_hooks(model)

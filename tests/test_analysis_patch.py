@@ -12,6 +12,7 @@ import torch
 
 import hookedicl as hi
 from hookedicl.analysis import patch as Pt
+from hookedicl.models.sites import Site
 from hookedicl.training import TrainConfig, train
 
 SMALL = dict(n_dims=3, d_model=16, n_layers=2, n_heads=2, d_state=4, expand=2)
@@ -60,7 +61,7 @@ def test_exact_answers(arch):
     L = len(model.blocks)
     pairs = Pt.make_pairs(TASK, "new_function", n_points=5, n_prompts=24, seed=0)
     # the full clean residual at the last layer restores the clean prediction: effect 1 per example
-    ex = Pt.patch_examples(model, pairs, layers=[L], positions="all")
+    ex = Pt.patch_examples(model, pairs, layers=[L], positions="all", one_at_a_time=False)
     kept = ex[~ex.dropped]
     assert len(kept) >= 20 and np.allclose(kept["effect"], 1.0, atol=1e-4)
     # ... and, position by position, only the query's own x token matters there
@@ -74,9 +75,9 @@ def test_exact_answers(arch):
     # patching the corrupted activation into itself (or nothing) leaves the corrupted prediction
     k = pairs.corrupted
     _, cache = model.run_with_cache(k.xs, k.ys, names_filter=["blocks.0.hook_resid_post"])
-    same = Pt.patched_predictions(model, k.xs, k.ys, dict(cache), [("blocks.0.hook_resid_post", 1, Pt.ALL, Pt.ALL)])
+    same = Pt.patched_predictions(model, k, cache, [Site("blocks.0.hook_resid_post")])
     torch.testing.assert_close(same[0], model(k.xs, k.ys).detach(), atol=1e-5, rtol=0)
-    assert Pt.patched_predictions(model, k.xs, k.ys, dict(cache), []).shape == (0, 24, 5)
+    assert Pt.patched_predictions(model, k, cache, []).shape == (0, 24, 5)
     assert no_hooks(model)
 
 
@@ -110,14 +111,14 @@ def test_near_zero_gaps_are_dropped_and_counted():
     model = hi.build_model("gpt2", **SMALL)
     pairs = Pt.make_pairs(TASK, "new_function", n_points=4, n_prompts=16, seed=0)
     same = Pt.PromptPairs(pairs.clean, pairs.clean, "identical", 3)
-    sw = Pt.patch_sweep(model, same, layers=[2], positions="all", n_bootstrap=20)
+    sw = Pt.patch_sweep(model, same, layers=[2], positions="all", one_at_a_time=False, n_bootstrap=20)
     assert sw["n"].item() == 0 and sw["n_dropped"].item() == 16 and np.isnan(sw["mean"].item())
-    huge = Pt.patch_sweep(model, pairs, layers=[2], positions="all", min_gap=1e9, n_bootstrap=20)
+    huge = Pt.patch_sweep(model, pairs, layers=[2], positions="all", one_at_a_time=False, min_gap=1e9, n_bootstrap=20)
     assert huge["n"].item() == 0 and huge["n_dropped"].item() == 16
     # linear attention has no positions: permuting the demonstrations changes nothing but rounding
     lin = hi.build_model("linear_attention", **SMALL)
     perm = Pt.make_pairs(TASK, "permute", n_points=5, n_prompts=16, seed=0)
-    assert Pt.patch_sweep(lin, perm, layers=[2], positions="all", n_bootstrap=20)["n"].item() == 0
+    assert Pt.patch_sweep(lin, perm, layers=[2], positions="all", one_at_a_time=False, n_bootstrap=20)["n"].item() == 0
     # the aggregate is the gap²-weighted mean of the per-example effects
     ex = Pt.patch_examples(model, pairs, layers=[1], positions=[4])
     agg = Pt.patch_sweep(model, pairs, layers=[1], positions=[4], n_bootstrap=20)
@@ -135,7 +136,7 @@ def test_sweep_runs_on_every_preset(arch):
     if any("hook_ssm_state" in k for k in model.hook_dict):
         hooks += ["mixer.hook_ssm_state"] if any(k.endswith("mixer.hook_ssm_state") for k in model.hook_dict) else ["ffn.hook_ssm_state"]
     df = Pt.patch_sweep(model, pairs, hooks=hooks, n_bootstrap=20)
-    assert list(df.columns) == ["hook", "layer", "pos", "token", "head", "mean", "ci_low", "ci_high", "mean_per_example", "n", "n_dropped"]
+    assert list(df.columns) == ["site", "hook", "layer", "pos", "token", "head", "mean", "ci_low", "ci_high", "mean_per_example", "n", "n_dropped"]
     assert set(df["pos"]) == set(range(7))
     if "attn.hook_z" in hooks:
         n_heads = model.blocks[-1].attn.n_heads
@@ -151,7 +152,7 @@ def test_vector_targets():
     task = hi.make_task("vector_mqar", n_dims=4)
     model = hi.build_model("gpt2", n_dims=4, y_dim=4, d_model=16, n_layers=1, n_heads=2)
     pairs = Pt.make_pairs(task, "new_function", n_points=5, n_prompts=16, seed=0)
-    ex = Pt.patch_examples(model, pairs, layers=[1], positions="all")
+    ex = Pt.patch_examples(model, pairs, layers=[1], positions="all", one_at_a_time=False)
     kept = ex[~ex.dropped]
     assert len(kept) > 0 and np.allclose(kept["effect"], 1.0, atol=1e-4)
 
@@ -166,7 +167,8 @@ def test_bad_arguments_are_rejected():
         (dict(hooks="attn.hook_z", heads=[2]), "head"),
         (dict(hooks="hook_mlp_out", heads=[0]), "no head axis"),
         (dict(hooks="attn.hook_z", heads=[0], per_head=False), "per_head"),
-        (dict(positions=[8]), "position"),
+        (dict(positions=[8]), "out of range"),
+        (dict(positions=[1, 1]), "repeated"),
         (dict(positions="odd"), "positions"),
         (dict(query=4), "query"),
         (dict(ci=1.5), "ci"),
@@ -178,6 +180,8 @@ def test_bad_arguments_are_rejected():
         Pt.patch_sweep(model, (pairs.clean, short.corrupted))
     with pytest.raises(ValueError, match="pairs"):
         Pt.patch_sweep(model, pairs.clean)
+    with pytest.raises(ValueError, match="TaskBatches"):
+        Pt.patch_sweep(model, ((pairs.clean.xs, pairs.clean.ys), (pairs.corrupted.xs, pairs.corrupted.ys)))
     mamba = hi.build_model("mamba", **SMALL)
     with pytest.raises(ValueError, match="attn.hook_z"):
         Pt.patch_sweep(mamba, pairs, hooks="attn.hook_z")
@@ -189,7 +193,7 @@ def test_no_hooks_remain_when_a_patch_hook_raises():
     pairs = Pt.make_pairs(TASK, "new_function", n_points=4, n_prompts=8, seed=0)
     wrong = {"blocks.0.hook_resid_post": torch.zeros(8, 8, 5)}  # wrong d_model: the write fails inside the hook
     with pytest.raises(ValueError, match="shape"):
-        Pt.patched_predictions(model, pairs.corrupted.xs, pairs.corrupted.ys, wrong, [("blocks.0.hook_resid_post", 1, 2, -1)])
+        Pt.patched_predictions(model, pairs.corrupted, wrong, [Site("blocks.0.hook_resid_post", [2])])
     assert no_hooks(model)
 
 

@@ -319,3 +319,28 @@ def test_importing_hookedicl_does_not_import_nnsight():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "mambaformer"])
+def test_interventions_through_nnsight_match_the_hook_path(adapter, arch):
+    """The same Intervention objects give the same predictions through an nnsight trace as through
+    TransformerLens hooks (`hookedicl.analysis.interventions`)."""
+    from hookedicl.analysis.interventions import Intervention, intervened_predictions
+    from hookedicl.models.sites import Site
+    from hookedicl.tasks import TaskBatch
+
+    model = small(arch)
+    xs, ys = data()
+    batch = TaskBatch(xs, ys)
+    _, cache = model.run_with_cache(xs.flip(0), ys.flip(0), names_filter=["blocks.1.hook_resid_post"])
+    last = len(model.blocks) - 1
+    items = [
+        Intervention(Site.slot(0, "mixer", positions="x"), "mean"),
+        Intervention(Site.along(1, torch.ones(model.spec.d_model)), "project_out"),
+        Intervention(Site("blocks.1.hook_resid_post", positions=[2, 3]), "patch", source=cache["blocks.1.hook_resid_post"]),
+        Intervention(Site.resid(last + 1, positions="last"), "add", vector=torch.ones(model.spec.d_model), scale=0.5),
+    ]
+    got = adapter.intervened_predictions(model, batch, items, seed=3)
+    want = intervened_predictions(model, batch, items, seed=3)
+    torch.testing.assert_close(got.detach(), want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(want, model(xs, ys).detach(), atol=1e-3)

@@ -248,7 +248,7 @@ def test_mechanisms_tables_cover_layers_and_references(published):
     assert set(lens["layer"]) == {0, 1, 2} and set(lens["calibrated"]) == {True, False}
     assert set(lens["k"]) == {1, 3, 6}
     summary = pd.read_csv(out / "matching_summary.csv")
-    refs = set(summary["reference"])
+    refs = set(summary["predictor"])
     assert "least_squares" in refs and any(r.startswith("ridge") for r in refs) and any(r.startswith("gd") for r in refs)
     matching = pd.read_csv(out / "matching.csv")
     assert {"spd/d", "ilwd/d"} <= set(matching["metric"]) and set(matching["k"]) == {0, 3, 6}

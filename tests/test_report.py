@@ -31,14 +31,14 @@ def _match_table() -> pd.DataFrame:
     refs = [("least_squares", "least_squares"), ("ridge(alpha=0.01)", "ridge"), ("ridge(alpha=0.1)", "ridge"),
             ("ridge(alpha=1)", "ridge"), ("gd(steps=1, lr=0.3, task line search)", "gd"),
             ("gd(steps=2, lr=0.2, task line search)", "gd"), ("averaging", "averaging")]
-    rows = [{"reference": "model", "family": "model", "k": k, "metric": "r2", "mean": 0.9, "ci_low": 0.8, "ci_high": 1.0}
+    rows = [{"predictor": "model", "family": "model", "k": k, "metric": "r2", "mean": 0.9, "ci_low": 0.8, "ci_high": 1.0}
             for k in range(5)]
     rng = np.random.default_rng(0)
     for i, (ref, fam) in enumerate(refs):
         for metric in ("spd", "spd/d", "ilwd/d", "sensitivity_cos"):
             for k in range(5):
                 m = float(rng.uniform(0.1, 1.0)) + i
-                rows.append({"reference": ref, "family": fam, "k": k, "metric": metric, "mean": m,
+                rows.append({"predictor": ref, "family": fam, "k": k, "metric": metric, "mean": m,
                              "ci_low": m - 0.05, "ci_high": m + 0.05})
     return pd.DataFrame(rows)
 
@@ -162,7 +162,7 @@ def test_report_tables_are_compact_and_link_their_csvs(report):
     page.feed(report.read_text())
     assert len(page.tables) == 5  # scores, errors at k, lens, match, probe
     match = pd.read_csv(report.parents[1] / "analysis" / "match.csv")
-    n_refs = match.loc[match["reference"] != "model", "reference"].nunique()
+    n_refs = match.loc[match["predictor"] != "model", "predictor"].nunique()
     for table in page.tables:
         header, *rows = table
         assert len(rows) <= max(MAX_ROWS, n_refs)

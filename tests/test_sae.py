@@ -160,22 +160,22 @@ def no_hooks(model) -> bool:
 
 def test_collect_activations_matches_run_with_cache_and_flattens_head_hooks():
     model, batch = tiny_model(), prompts()
-    acts = E.collect_activations(model, batch.xs, batch.ys, ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"], batch_size=5)
+    acts = E.collect_activations(model, batch, ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"], batch_size=5)
     _, cache = model.run_with_cache(batch.xs, batch.ys)
     torch.testing.assert_close(acts["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_post"])
     assert acts["blocks.1.attn.hook_z"].shape == (16, 12, 2, 8)
     assert no_hooks(model)
     with pytest.raises(ValueError, match="attention patterns"):
-        E.collect_activations(model, batch.xs, batch.ys, "blocks.0.attn.hook_pattern")
+        E.collect_activations(model, batch, "blocks.0.attn.hook_pattern")
     with pytest.raises(ValueError, match="unknown hook"):
-        E.collect_activations(model, batch.xs, batch.ys, "blocks.9.hook_resid_post")
+        E.collect_activations(model, batch, "blocks.9.hook_resid_post")
 
 
 @pytest.mark.parametrize("hook,d", [("blocks.0.hook_resid_post", 16), ("blocks.1.attn.hook_z", 16)])
 def test_splicing_an_exact_sae_leaves_the_model_unchanged(hook, d):
     model, batch = tiny_model(), prompts()
     clean = model(batch.xs, batch.ys)
-    out = E.spliced_predictions(model, exact_sae(d), hook, batch.xs, batch.ys)
+    out = E.spliced_predictions(model, exact_sae(d), hook, batch)
     torch.testing.assert_close(out, clean, atol=1e-5, rtol=0)
     summary, curves = E.splice_effect(model, exact_sae(d), hook, batch, n_bootstrap=50)
     assert summary["delta_score"] == pytest.approx(0.0, abs=1e-4) and summary["score_recovered"] == pytest.approx(1.0, abs=1e-3)
@@ -200,9 +200,9 @@ def test_splicing_a_constant_sae_equals_the_manual_edit_at_the_chosen_positions(
 
     with model.hooks(fwd_hooks=[(hook, edit)]):
         want = model(batch.xs, batch.ys)
-    got = E.spliced_predictions(model, sae, hook, batch.xs, batch.ys, positions="y")
+    got = E.spliced_predictions(model, sae, hook, batch, positions="y")
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
-    assert not torch.allclose(got, E.spliced_predictions(model, sae, hook, batch.xs, batch.ys))
+    assert not torch.allclose(got, E.spliced_predictions(model, sae, hook, batch))
     summary, _ = E.splice_effect(model, sae, hook, batch, n_bootstrap=50)
     assert summary["score"]["spliced"]["value"] < summary["score"]["clean"]["value"]
     assert summary["error"]["spliced"] > summary["error"]["clean"]
@@ -211,14 +211,14 @@ def test_splicing_a_constant_sae_equals_the_manual_edit_at_the_chosen_positions(
 def test_splice_rejects_bad_input_and_removes_its_hook_on_error():
     model, batch = tiny_model(), prompts()
     with pytest.raises(ValueError, match="expects d_in=8"):
-        E.spliced_predictions(model, S.SparseAutoencoder(8, 4, k=2), "blocks.0.hook_resid_post", batch.xs, batch.ys)
+        E.spliced_predictions(model, S.SparseAutoencoder(8, 4, k=2), "blocks.0.hook_resid_post", batch)
     assert no_hooks(model)
     with pytest.raises(ValueError, match="must be a SparseAutoencoder"):
-        E.spliced_predictions(model, torch.nn.Identity(), "blocks.0.hook_resid_post", batch.xs, batch.ys)
+        E.spliced_predictions(model, torch.nn.Identity(), "blocks.0.hook_resid_post", batch)
     with pytest.raises(ValueError, match="out of range"):
-        E.spliced_predictions(model, exact_sae(16), "blocks.0.hook_resid_post", batch.xs, batch.ys, positions=[0, 99])
+        E.spliced_predictions(model, exact_sae(16), "blocks.0.hook_resid_post", batch, positions=[0, 99])
     with pytest.raises(ValueError, match="positions must be"):
-        E.spliced_predictions(model, exact_sae(16), "blocks.0.hook_resid_post", batch.xs, batch.ys, positions="odd")
+        E.spliced_predictions(model, exact_sae(16), "blocks.0.hook_resid_post", batch, positions="odd")
 
 
 def test_bad_training_input_is_rejected():

@@ -56,8 +56,37 @@ def analyze_run(run: Any, what: str, *, out_dir: str | Path | None = None, n_pro
     return df
 
 
+# ------------------------------------------------------------------ the public analysis namespace
+# Every analysis under one unambiguous name (`hi.analysis.<name>`). Two functions share their
+# module's name and are exported under a longer one: `match.match` as `match_predictors`,
+# `probe.probe` as `probe_model` (the modules stay reachable as `hi.analysis.match` / `.probe`).
+from ..models.sites import POSITION_NAMES, PositionSpec, Site, token_positions  # noqa: E402, F401
+from .ablate import ABLATION_KINDS, ablation_curve, ablation_sweep, sites_of  # noqa: E402, F401
 from .features import cosine_matrix, feature_flow, flow_counts, match_features, merge_origins, task_correlations  # noqa: E402, F401
+from .interventions import KINDS, Intervention, intervened_predictions, intervention_hooks, prepare  # noqa: E402, F401
+from .lens import lens_match, lens_predictions, readout_lens  # noqa: E402, F401
+from .match import Reference, best_match, ilwd, implicit_weights, line_search_lr, query_gradients, sensitivity, spd  # noqa: E402, F401
+from .match import match as match_predictors  # noqa: E402, F401
 from .merge import lerp_tensors, merge_models, merge_runs, merge_state_dicts, slerp_tensors  # noqa: E402, F401
+from .order import order_sensitivity, permuted_prompts  # noqa: E402, F401
+from .patch import PromptPairs, make_pairs, patch_examples, patch_sweep, patched_predictions  # noqa: E402, F401
+from .probe import LinearProbe, MLPProbe, Target, probe_activations, probe_over_training  # noqa: E402, F401
+from .probe import probe as probe_model  # noqa: E402, F401
 from .sae import SAEConfig, SparseAutoencoder, load_sae, save_sae, train_sae  # noqa: E402, F401
 from .sae_eval import collect_activations, run_activations, sae_metrics, splice_effect, spliced_predictions  # noqa: E402, F401
 from .sae_run import train_run_sae  # noqa: E402, F401
+from .summaries import attention_mass, dt_stats, ssm_attention, ssm_attention_mass, ssm_effective_attention, summarize  # noqa: E402, F401
+
+__all__ = [
+    "ABLATION_KINDS", "ANALYSES", "Intervention", "KINDS", "LinearProbe", "MLPProbe", "POSITION_NAMES", "PositionSpec",
+    "PromptPairs", "Reference", "SAEConfig", "Site", "SparseAutoencoder", "Target", "ablation_curve", "ablation_sweep",
+    "analyze_run", "attention_mass", "best_match", "collect_activations", "cosine_matrix", "dt_stats", "feature_flow",
+    "flow_counts", "ilwd", "implicit_weights", "intervened_predictions", "intervention_hooks", "lens_match",
+    "lens_predictions", "lerp_tensors", "line_search_lr", "load_sae", "make_pairs", "match_features",
+    "match_predictors", "merge_models", "merge_origins", "merge_runs", "merge_state_dicts", "order_sensitivity",
+    "patch_examples", "patch_sweep", "patched_predictions", "permuted_prompts", "prepare", "probe_activations",
+    "probe_model", "probe_over_training", "query_gradients", "readout_lens", "run_activations", "sae_metrics",
+    "save_sae", "sensitivity", "sites_of", "slerp_tensors", "spd", "splice_effect", "spliced_predictions",
+    "ssm_attention", "ssm_attention_mass", "ssm_effective_attention", "summarize", "task_correlations",
+    "token_positions", "train_run_sae", "train_sae",
+]

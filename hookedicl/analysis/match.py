@@ -10,12 +10,12 @@ k-step GD, online SGD, GD++, iterative Newton, averaging, k-NN), per context len
   that share the first k points and differ in the query point x_k: the prediction at position k
   depends only on the points < k and on x_k), fit ŵ_A, b_A by least squares to
   `A(D)(x') ≈ ŵ_A·x' + b_A`, and report E‖ŵ_A1 − ŵ_A2‖² (`ilwd`, `ilwd/d`) and the R² of A1's
-  fit (`r2`, a linearity check; reference = A1's name). Predictors with an implicit weight
+  fit (`r2`, a linearity check; predictor = A1's name). Predictors with an implicit weight
   (`LinearPredictor.weights`) use it directly unless `analytic=False`.
 * sensitivity cosine (von Oswald et al. 2023): cos(∂A1(D)(x_k)/∂x_k, ∂A2(D)(x_k)/∂x_k), by
   autograd for models and non-linear predictors, analytic (= ŵ) for linear ones;
   metric `sensitivity_cos`. Undefined cosines (a zero gradient, e.g. ŵ = 0 at k = 0, or a
-  predictor without gradients such as k-NN) are left out of the mean; a (reference, k) with no
+  predictor without gradients such as k-NN) are left out of the mean; a (predictor, k) with no
   defined value gets no row.
 
 Every mean comes with a bootstrap CI over prompts. `best_match` picks, per k (and layer), the
@@ -46,7 +46,7 @@ from .common import as_predictor, check_prompts, is_model, nan_mean_ci, run_prom
 
 FAMILIES: tuple[str, ...] = ("least_squares", "ridge", "gd", "sgd", "gd_plus_plus", "newton", "averaging", "knn")
 METRICS: tuple[str, ...] = ("spd", "pred_diff", "ilwd", "sensitivity")
-_COLUMNS = ["reference", "family", "k", "metric", "mean", "ci_low", "ci_high"]
+_COLUMNS = ["predictor", "family", "k", "metric", "mean", "ci_low", "ci_high"]
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def resolve_references(
                 raise ValueError(f"unknown reference {r!r}; valid: {', '.join(FAMILIES)} (or pass a predictor)")
             out.extend(_family(r, xs, ys, lr_search, goal, ridge_alphas, gd_steps, gd_lrs, knn_k))
         else:
-            as_predictor(r, "reference")
+            as_predictor(r, "predictor")
             out.append(Reference(repr(r), getattr(r, "name", "") or "custom", r))
     labels = [r.label for r in out]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
@@ -490,11 +490,11 @@ def match(
         else:
             q = _queries(xi, n_queries, None, gen)
         w1, r2 = _weights(model, xi, yi, ks, q, analytic)
-        frames.append(_rows(r2, ks, "r2", ci, seed).assign(reference=name, family=name))
+        frames.append(_rows(r2, ks, "r2", ci, seed).assign(predictor=name, family=name))
     if "sensitivity" in metrics:
         g1 = query_gradients(model, xs, ys, ks)
     d = xs.shape[-1]
-    for ref in progress_bar(refs, desc="match", unit="reference"):
+    for ref in progress_bar(refs, desc="match", unit="predictor"):
         parts = []
         if "spd" in metrics or "pred_diff" in metrics:
             t = spd(p1, predictions(ref.predictor, xs, ys), xs, ys, ks=ks, ci=ci, seed=seed)
@@ -507,15 +507,15 @@ def match(
         if "sensitivity" in metrics:
             cos = _cosine(g1, query_gradients(ref.predictor, xs, ys, ks))
             parts.append(_rows(cos, ks, "sensitivity_cos", ci, seed))
-        frames += [p.assign(reference=ref.label, family=ref.family) for p in parts]
+        frames += [p.assign(predictor=ref.label, family=ref.family) for p in parts]
     return pd.concat(frames, ignore_index=True)[_COLUMNS]
 
 
 def best_match(table: pd.DataFrame, metric: str = "spd") -> pd.DataFrame:
     """Best reference per k (and per layer when the table has a `layer` column): the smallest
     mean distance, or the largest mean for `sensitivity_cos`. Columns: [layer,] k, metric,
-    reference, mean, ci_low, ci_high, runner_up, margin (|best − runner-up|, NaN if alone)."""
-    need = {"reference", "k", "metric", "mean", "ci_low", "ci_high"}
+    predictor, mean, ci_low, ci_high, runner_up, margin (|best − runner-up|, NaN if alone)."""
+    need = {"predictor", "k", "metric", "mean", "ci_low", "ci_high"}
     if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
         raise ValueError(f"table must be a match DataFrame with columns {sorted(need)}")
     t = table[table["metric"] == metric]
@@ -530,8 +530,8 @@ def best_match(table: pd.DataFrame, metric: str = "spd") -> pd.DataFrame:
         g = g.sort_values("mean", ascending=not higher)
         best = g.iloc[0]
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        row.update(metric=metric, reference=best["reference"], mean=best["mean"], ci_low=best["ci_low"],
-                   ci_high=best["ci_high"], runner_up=g.iloc[1]["reference"] if len(g) > 1 else None,
+        row.update(metric=metric, predictor=best["predictor"], mean=best["mean"], ci_low=best["ci_low"],
+                   ci_high=best["ci_high"], runner_up=g.iloc[1]["predictor"] if len(g) > 1 else None,
                    margin=abs(g.iloc[1]["mean"] - best["mean"]) if len(g) > 1 else np.nan)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -558,11 +558,11 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     plt = pyplot()
     panels = [m for m in ("spd/d", "ilwd/d", "sensitivity_cos") if m in set(table["metric"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
-    refs = [r for r in table["reference"].unique() if r != kw.get("name", "model")]
+    refs = [r for r in table["predictor"].unique() if r != kw.get("name", "model")]
     colors = dict(zip(refs, palette(len(refs))))
     for ax, metric in zip(axes[0], panels):
         d = table[table["metric"] == metric]
-        for ref, g in d.groupby("reference", sort=False):
+        for ref, g in d.groupby("predictor", sort=False):
             ax.plot(g["k"], g["mean"], marker="o", ms=3, label=ref, color=colors[ref])
             ax.fill_between(g["k"], g["ci_low"], g["ci_high"], alpha=0.12, color=colors[ref])
         if metric != "sensitivity_cos" and (d["mean"] > 0).any():

@@ -26,15 +26,16 @@ i.e. the Δ²-weighted mean of e_j, so an example with a small gap cannot domina
 resampled together). `mean_per_example` is the unweighted mean of e_j over the kept examples;
 `patch_examples` returns every e_j.
 
-Positions are token indices of the interleaved sequence (x_i at 2i, y_i at 2i + 1); `pos = -1`
-means every position at once, `head = -1` the whole hook. Patched runs are batched: several
-patches of one hook share a forward pass over copies of the corrupted prompts (`max_batch`
-prompt copies per pass).
+What is patched is a list of `Site`s (`hookedicl.models.sites`): hook, token positions (x_i at
+2i, y_i at 2i + 1) and head; each patched run is a `"patch"` `Intervention`. In the tables,
+`pos = -1` marks a site patching several tokens at once and `head = -1` a whole hook. Patched
+runs are batched: several sites of one hook share a forward pass over copies of the corrupted
+prompts (`max_batch` prompt copies per pass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +45,18 @@ import torch
 
 from ..evaluation.bootstrap import bootstrap_means
 from ..tasks import Task, TaskBatch
-from .common import RESID, hook_guard, hook_head_dim, hook_pos_dim, require_model, resolve_sites
+from ..models.sites import PositionSpec, Site, token_positions
+from .common import RESID, as_batch, hook_guard, hook_head_dim, model_device, require_model, resolve_sites
+from .interventions import Intervention
 
 __all__ = [
-    "PromptPairs", "analyze_run", "make_pairs", "patch_examples", "patch_sweep", "patched_predictions", "plot_patching",
+    "SWEEP_COLUMNS", "PromptPairs", "analyze_run", "make_pairs", "patch_examples", "patch_sweep", "patched_predictions", "plot_patching",
 ]
 
 KINDS = ("new_function", "corrupt_y", "permute")
-ALL = -1
+ALL = -1  # in the tables: `pos` of a site patching several tokens at once, `head` of a whole hook
+SITE_COLUMNS = ["site", "hook", "layer", "pos", "token", "head"]
+SWEEP_COLUMNS = [*SITE_COLUMNS, "mean", "ci_low", "ci_high", "mean_per_example", "n", "n_dropped"]
 
 
 # ---------------------------------------------------------------------------------- pairs
@@ -127,13 +132,10 @@ def make_pairs(
 def _as_pairs(pairs: Any, query: int | None) -> PromptPairs:
     if isinstance(pairs, PromptPairs):
         p = pairs
-    elif isinstance(pairs, (tuple, list)) and len(pairs) == 2:
-        c, k = (TaskBatch(*x) if isinstance(x, (tuple, list)) else x for x in pairs)
-        if not isinstance(c, TaskBatch) or not isinstance(k, TaskBatch):
-            raise ValueError("pairs must be PromptPairs or (clean, corrupted) TaskBatches / (xs, ys) tuples")
-        p = PromptPairs(c, k, "custom", c.xs.shape[1] - 1)
+    elif isinstance(pairs, (tuple, list)) and len(pairs) == 2 and all(isinstance(x, TaskBatch) for x in pairs):
+        p = PromptPairs(pairs[0], pairs[1], "custom", pairs[0].xs.shape[1] - 1)
     else:
-        raise ValueError(f"pairs must be PromptPairs or (clean, corrupted), got {type(pairs).__name__}")
+        raise ValueError(f"pairs must be PromptPairs (make_pairs) or (clean, corrupted) TaskBatches, got {type(pairs).__name__}")
     c, k = p.clean, p.corrupted
     if c.xs.shape != k.xs.shape or c.ys.shape != k.ys.shape:
         raise ValueError(
@@ -145,112 +147,85 @@ def _as_pairs(pairs: Any, query: int | None) -> PromptPairs:
 
 
 # ------------------------------------------------------------------------------ patching
-Patch = tuple[str, int, int, int]  # (hook, layer, pos or ALL, head or ALL)
-
-
 def patched_predictions(
     model: Any,
-    xs: torch.Tensor,
-    ys: torch.Tensor,
-    source: dict[str, torch.Tensor],
-    patches: Sequence[Patch],
+    prompts: TaskBatch,
+    source: Mapping[str, torch.Tensor],
+    sites: Sequence[Site],
     *,
     max_batch: int = 1024,
 ) -> torch.Tensor:
-    """Predictions `(len(patches), batch, n_points[, y_dim])`: the prompts (xs, ys) run once per
-    patch `(hook, layer, pos, head)` with `source[hook]` (activations of the same shape, e.g. a
-    clean cache) written at token `pos` (-1: all) and head `head` (-1: all)."""
+    """Predictions `(len(sites), batch, n_points[, y_dim])`: the prompts run once per site, with
+    the site's values (its positions, and head) taken from `source[site.hook]` (activations of the
+    same shape, e.g. a clean `run_with_cache` cache) — a `"patch"` `Intervention` per run, batched:
+    several sites of one hook share a forward pass over copies of the prompts (`max_batch` prompt
+    copies per pass)."""
     require_model(model, "patching")
+    prompts = as_batch(prompts)
+    xs, ys = prompts.xs, prompts.ys
     model.check_inputs(xs, ys)
     b = xs.shape[0]
     if not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
-    p = next(model.parameters())
-    xs, ys = xs.to(p.device, p.dtype), ys.to(p.device, p.dtype)
-    out: list[torch.Tensor | None] = [None] * len(patches)
+    sites = [s.resolve(model) for s in sites]
+    dev, dt = model_device(model)
+    xs, ys = xs.to(dev, dt), ys.to(dev, dt)
+    out: list[torch.Tensor | None] = [None] * len(sites)
     by_hook: dict[str, list[int]] = {}
-    for i, patch in enumerate(patches):
-        if patch[0] not in source:
-            raise ValueError(f"no source activation for hook {patch[0]!r}")
-        by_hook.setdefault(patch[0], []).append(i)
+    for i, site in enumerate(sites):
+        if site.hook not in source:
+            raise ValueError(f"no source activation for hook {site.hook!r}")
+        by_hook.setdefault(site.hook, []).append(i)
     m = max(1, max_batch // b)
     with hook_guard(model), torch.no_grad():
         model.eval()
         for name, idxs in by_hook.items():
-            src = source[name].to(p.device)
-            pos_dim, head_dim = hook_pos_dim(name), hook_head_dim(name)
+            src = source[name].to(dev)
             if src.shape[0] != b:
                 raise ValueError(f"source[{name!r}] has batch {src.shape[0]} but the prompts have batch {b}")
             for start in range(0, len(idxs), m):
                 chunk = idxs[start:start + m]
-                where = []
-                for i in chunk:
-                    ix: list[Any] = [slice(None)] * src.ndim
-                    if patches[i][2] != ALL:
-                        ix[pos_dim] = patches[i][2]
-                    if patches[i][3] != ALL:
-                        ix[head_dim] = patches[i][3]  # type: ignore[index]
-                    where.append(tuple(ix))
+                patches = [Intervention(sites[i], "patch", source=src) for i in chunk]
 
-                def write(act: torch.Tensor, hook: Any, where: list = where, src: torch.Tensor = src) -> torch.Tensor:
-                    if tuple(src.shape[1:]) != tuple(act.shape[1:]):
-                        raise ValueError(f"source[{hook.name!r}] has shape {tuple(src.shape)}; the run's activation "
-                                         f"per prompt is {tuple(act.shape[1:])}")
-                    act = act.clone()
-                    view = act.view(len(where), b, *act.shape[1:])
-                    for j, ix in enumerate(where):
-                        view[j][ix] = src[ix]
-                    return act
+                def write(act: torch.Tensor, hook: Any, patches: list = patches) -> torch.Tensor:
+                    view = act.view(len(patches), b, *act.shape[1:])
+                    return torch.cat([p.apply(view[j]) for j, p in enumerate(patches)])
 
                 rep = len(chunk)
-                ys_rep = ys.repeat(rep, *([1] * (ys.ndim - 1)))
                 with model.hooks(fwd_hooks=[(name, write)]):
-                    preds = model(xs.repeat(rep, 1, 1), ys_rep)
+                    preds = model(xs.repeat(rep, 1, 1), ys.repeat(rep, *([1] * (ys.ndim - 1))))
                 for j, i in enumerate(chunk):
                     out[i] = preds[j * b:(j + 1) * b]
-    if not patches:
+    if not sites:
         return xs.new_zeros(0, *ys.shape)
     return torch.stack(out)  # type: ignore[arg-type]
 
 
-def _patch_list(model: Any, sites: list[tuple[str, int]], shapes: dict[str, tuple[int, ...]], positions: Any,
-                n_points: int, query: int, per_head: bool, heads: Sequence[int] | None) -> list[Patch]:
-    n_tok = 2 * n_points
+def _patch_sites(model: Any, hook_layers: list[tuple[str, int]], shapes: dict[str, tuple[int, ...]],
+                 positions: PositionSpec, one_at_a_time: bool, n_points: int, query: int, per_head: bool,
+                 heads: Sequence[int] | None) -> list[Site]:
+    """The sites of a sweep: every hook × position (one at a time, or the selection at once) ×
+    head. Named selections stop at the query's x token (later tokens cannot reach it)."""
     qtok = 2 * query
+    pos = token_positions(positions, 2 * n_points)
     if isinstance(positions, str):
-        if positions == "each":
-            pos = list(range(qtok + 1))
-        elif positions == "x":
-            pos = list(range(0, qtok + 1, 2))
-        elif positions == "y":
-            pos = list(range(1, qtok, 2))
-        elif positions == "all":
-            pos = [ALL]
-        else:
-            raise ValueError(f"positions must be 'each', 'x', 'y', 'all' or a list of token indices, got {positions!r}")
-    else:
-        pos = list(positions)
-        bad = [t for t in pos if not isinstance(t, (int, np.integer)) or not 0 <= t < n_tok]
-        if bad:
-            raise ValueError(f"position(s) {bad} out of range: the prompts have token positions 0..{n_tok - 1}")
-    if not pos:
-        raise ValueError(f"positions={positions!r} selects no token position")
-    patches: list[Patch] = []
-    for name, layer in sites:
+        pos = [t for t in pos if t <= qtok]
+        if not pos:
+            raise ValueError(f"positions={positions!r} selects no token up to the query's (token {qtok})")
+    groups: list[PositionSpec] = [[t] for t in pos] if one_at_a_time else [pos]
+    sites: list[Site] = []
+    for name, _ in hook_layers:
         hd = hook_head_dim(name)
         if hd is not None and per_head:
             n_heads = shapes[name][hd]
-            hs = list(range(n_heads)) if heads is None else list(heads)
-            bad = [h for h in hs if not isinstance(h, (int, np.integer)) or not 0 <= h < n_heads]
-            if bad:
-                raise ValueError(f"head(s) {bad} out of range: {name} has heads 0..{n_heads - 1}")
+            hs: list[int | None] = list(range(n_heads)) if heads is None else list(heads)
         else:
             if heads is not None:
                 why = f"hook {name} has no head axis" if hd is None else "per_head=False patches whole hooks"
                 raise ValueError(f"heads= given but {why}")
-            hs = [ALL]
-        patches += [(name, layer, int(t), int(h)) for t in pos for h in hs]
-    return patches
+            hs = [None]
+        sites += [Site(name, g, head=h) for g in groups for h in hs]
+    return sites
 
 
 def _metric(preds: torch.Tensor, query: int, delta_dir: torch.Tensor | None) -> np.ndarray:
@@ -259,8 +234,9 @@ def _metric(preds: torch.Tensor, query: int, delta_dir: torch.Tensor | None) -> 
     return q.detach().double().cpu().numpy()
 
 
-def _run(model: Any, pairs: PromptPairs, hooks: Any, layers: list[int] | None, positions: Any, per_head: bool,
-         heads: Sequence[int] | None, max_batch: int) -> tuple[list[Patch], np.ndarray, np.ndarray, np.ndarray]:
+def _run(model: Any, pairs: PromptPairs, hooks: Any, layers: list[int] | None, positions: PositionSpec,
+         one_at_a_time: bool, per_head: bool, heads: Sequence[int] | None,
+         max_batch: int) -> tuple[list[Site], np.ndarray, np.ndarray, np.ndarray]:
     require_model(model, "patching")
     c, k = pairs.clean, pairs.corrupted
     model.check_inputs(c.xs, c.ys)
@@ -273,9 +249,9 @@ def _run(model: Any, pairs: PromptPairs, hooks: Any, layers: list[int] | None, p
         clean_preds, cache = model.run_with_cache(c.xs.to(p.device, p.dtype), c.ys.to(p.device, p.dtype), names_filter=names)
         corr_preds = model(k.xs.to(p.device, p.dtype), k.ys.to(p.device, p.dtype))
     source = {n: cache[n] for n in names}
-    patches = _patch_list(model, sites, {n: tuple(v.shape) for n, v in source.items()}, positions,
-                          c.xs.shape[1], pairs.query, per_head, heads)
-    patched = patched_predictions(model, k.xs, k.ys, source, patches, max_batch=max_batch)
+    patches = _patch_sites(model, sites, {n: tuple(v.shape) for n, v in source.items()}, positions, one_at_a_time,
+                           c.xs.shape[1], pairs.query, per_head, heads)
+    patched = patched_predictions(model, k, source, patches, max_batch=max_batch)
     direction = None
     if clean_preds.ndim == 3:  # vector targets: project on the unit clean − corrupted direction
         d = clean_preds[:, pairs.query] - corr_preds[:, pairs.query]
@@ -303,24 +279,26 @@ def patch_examples(
     *,
     hooks: Any = RESID,
     layers: list[int] | None = None,
-    positions: Any = "each",
+    positions: PositionSpec = "all",
+    one_at_a_time: bool = True,
     per_head: bool = True,
     heads: Sequence[int] | None = None,
     query: int | None = None,
     min_gap: float | None = None,
     max_batch: int = 1024,
 ) -> pd.DataFrame:
-    """Per-example patching results: one row per (hook, layer, pos, head, example) with the query
+    """Per-example patching results: one row per (site, example) — columns `SITE_COLUMNS`, then
+    `example` and the query
     metric `clean`, `corrupted`, `patched`, `gap` = clean − corrupted, `effect` (NaN for an example
     dropped by the `min_gap` rule) and `dropped`. Arguments as in `patch_sweep`."""
     pairs = _as_pairs(pairs, query)
-    patches, clean, corr, patched = _run(model, pairs, hooks, layers, positions, per_head, heads, max_batch)
+    patches, clean, corr, patched = _run(model, pairs, hooks, layers, positions, one_at_a_time, per_head, heads, max_batch)
     gap = clean - corr
     keep = np.abs(gap) >= _min_gap(clean, corr, min_gap)
     with np.errstate(divide="ignore", invalid="ignore"):
         effect = np.where(keep, (patched - corr) / np.where(keep, gap, 1.0), np.nan)
     P, b = patched.shape
-    meta = pd.DataFrame(patches, columns=["hook", "layer", "pos", "head"])
+    meta = pd.DataFrame([_site_row(p) for p in patches])
     df = meta.loc[meta.index.repeat(b)].reset_index(drop=True)
     df["example"] = np.tile(np.arange(b), P)
     df["clean"] = np.tile(clean, P)
@@ -338,7 +316,8 @@ def patch_sweep(
     *,
     hooks: Any = RESID,
     layers: list[int] | None = None,
-    positions: Any = "each",
+    positions: PositionSpec = "all",
+    one_at_a_time: bool = True,
     per_head: bool = True,
     heads: Sequence[int] | None = None,
     query: int | None = None,
@@ -353,18 +332,20 @@ def patch_sweep(
     `pairs`: `PromptPairs` (from `make_pairs`) or `(clean, corrupted)` as TaskBatches or (xs, ys).
     `hooks`: `"resid"` (residual layers `layers`), full or block-relative hook names (see
     `common.resolve_sites`), e.g. `["resid", "attn.hook_z", "hook_mlp_out"]`. `positions`:
-    `"each"` (every token up to the query's x token, one at a time; default), `"x"`, `"y"`,
-    `"all"` (all at once, `pos = -1`) or token indices. `per_head`: one row per head for hooks
-    with a head axis (`heads` restricts them). `query`: point read out (default: `pairs.query`,
-    the last point). Columns: hook, layer, pos, token, head, mean, ci_low, ci_high,
-    mean_per_example, n, n_dropped (see the module docstring for the aggregation rule).
+    the tokens to patch (the one selector of `hookedicl.models.sites`: `"all"`, `"x"`, `"y"`,
+    `"last"` or token indices; a named selection stops at the query's x token), each on its own
+    (`one_at_a_time=True`, default) or all together (`pos` = -1 in the table). `per_head`: one row
+    per head for hooks with a head axis (`heads` restricts them). `query`: point read out
+    (default: `pairs.query`, the last point). Columns: `SWEEP_COLUMNS` = site, hook, layer, pos,
+    token, head (-1: the whole hook), mean, ci_low, ci_high, mean_per_example, n, n_dropped (see
+    the module docstring for the aggregation rule).
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
     if not isinstance(n_bootstrap, int) or n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be a positive int, got {n_bootstrap!r}")
     pairs = _as_pairs(pairs, query)
-    patches, clean, corr, patched = _run(model, pairs, hooks, layers, positions, per_head, heads, max_batch)
+    patches, clean, corr, patched = _run(model, pairs, hooks, layers, positions, one_at_a_time, per_head, heads, max_batch)
     gap = clean - corr
     keep = np.abs(gap) >= _min_gap(clean, corr, min_gap)
     n_kept = int(keep.sum())
@@ -380,15 +361,23 @@ def patch_sweep(
         per_ex = ((patched[:, keep] - corr[keep]) / g).mean(1)
     else:
         lo = hi = mean = per_ex = np.full(len(patches), np.nan)
-    for i, (hook, layer, pos, head) in enumerate(patches):
+    for i, site in enumerate(patches):
         rows.append({
-            "hook": hook, "layer": layer, "pos": pos,
-            "token": "all" if pos == ALL else ("x" if pos % 2 == 0 else "y"), "head": head,
-            "mean": mean[i], "ci_low": lo[i], "ci_high": hi[i], "mean_per_example": per_ex[i],
+            **_site_row(site), "mean": mean[i], "ci_low": lo[i], "ci_high": hi[i], "mean_per_example": per_ex[i],
             "n": n_kept, "n_dropped": len(gap) - n_kept,
         })
-    cols = ["hook", "layer", "pos", "token", "head", "mean", "ci_low", "ci_high", "mean_per_example", "n", "n_dropped"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def _site_row(site: Site) -> dict[str, Any]:
+    """The table columns naming a patched site (`SITE_COLUMNS`)."""
+    pos = site.positions
+    one = pos[0] if isinstance(pos, list) and len(pos) == 1 else ALL
+    return {
+        "site": site.label, "hook": site.hook, "layer": site.layer, "pos": one,
+        "token": "all" if one == ALL else ("x" if one % 2 == 0 else "y"),
+        "head": ALL if site.head is None else site.head,
+    }
 
 
 # ----------------------------------------------------------------------------- run + figure

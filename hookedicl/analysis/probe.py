@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..baselines import GradientDescent, LeastSquares, LinearPredictor, Ridge
 from ..evaluation.bootstrap import bootstrap_means
 from ..progress import progress_bar
+from ..models.sites import token_positions as select_tokens
 from ..tasks import TaskBatch
 from .common import (
     RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites, run_prompts,
@@ -438,29 +439,17 @@ def _score(X: np.ndarray, Y: np.ndarray, probe: LinearProbe | MLPProbe, s: _Setu
 
 
 def _select_positions(positions: Any, stored: list[int], n_points: int) -> list[int]:
-    """Token positions to probe, a subset of the stored ones."""
-    n_tok = 2 * n_points
-    if positions == "x":
-        out = [p for p in stored if p % 2 == 0]
-    elif positions == "y":
-        out = [p for p in stored if p % 2 == 1]
-    elif positions == "all":
-        out = list(stored)
-    elif positions == "last":
-        out = [2 * (n_points - 1)]
-    elif isinstance(positions, (list, tuple, range)):
-        out = list(positions)
-        bad = [p for p in out if not isinstance(p, (int, np.integer)) or not 0 <= p < n_tok]
-        if bad:
-            raise ValueError(f"position(s) {bad} out of range: the prompts have token positions 0..{n_tok - 1}")
-    else:
-        raise ValueError(f"positions must be 'x', 'y', 'all', 'last' or a list of token indices, got {positions!r}")
+    """Token positions to probe (the one selector of `hookedicl.models.sites`), among the stored
+    ones: a named selection keeps the stored tokens it names, explicit indices must be stored."""
+    out = select_tokens(positions, 2 * n_points)
+    if isinstance(positions, str):
+        out = [p for p in out if p in stored]
     missing = [p for p in out if p not in stored]
     if missing:
         raise ValueError(f"position(s) {missing} were not captured (captured token positions: {stored})")
     if not out:
         raise ValueError(f"no token positions selected by positions={positions!r} among the captured ones {stored}")
-    return [int(p) for p in out]
+    return out
 
 
 def _probe_core(

@@ -22,12 +22,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .common import as_predictor, check_hooks, hook_guard, hook_pos_dim, require_model
+from ..models.sites import PositionSpec, Site, token_positions
+from ..tasks import TaskBatch
+from .common import as_batch, as_predictor, check_hooks, hook_guard, hook_pos_dim, model_device, require_model
+from .interventions import Intervention, intervened_predictions
 from .sae import SparseAutoencoder, as_token_matrix
 
 __all__ = [
     "collect_activations", "feature_activations", "run_activations", "sae_metrics", "splice_effect",
-    "spliced_predictions", "token_positions",
+    "spliced_predictions",
 ]
 
 
@@ -44,33 +47,10 @@ def _check_site(model: Any, hook: str) -> None:
         raise ValueError(f"{hook}: SAEs need activations shaped [batch, pos, ...]; attention patterns/scores are not supported")
 
 
-def token_positions(positions: str | Sequence[int] | None, n_tokens: int) -> torch.Tensor | None:
-    """Token indices for `positions`: None/"all" -> None (every token), "x" -> 0, 2, ...,
-    "y" -> 1, 3, ..., or an explicit list (checked against `n_tokens`)."""
-    if positions is None or positions == "all":
-        return None
-    if positions == "x":
-        return torch.arange(0, n_tokens, 2)
-    if positions == "y":
-        return torch.arange(1, n_tokens, 2)
-    if isinstance(positions, str):
-        raise ValueError(f"positions must be 'all', 'x', 'y' or a list of token indices, got {positions!r}")
-    idx = list(positions)
-    bad = [p for p in idx if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < n_tokens]
-    if not idx or bad:
-        raise ValueError(f"positions {bad or idx} out of range: token indices are 0..{n_tokens - 1}")
-    return torch.tensor(sorted(set(idx)), dtype=torch.long)
-
-
-def _device(model: Any) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters())
-    return p.device, p.dtype
-
-
 def collect_activations(
-    model: Any, xs: torch.Tensor, ys: torch.Tensor, hooks: str | Sequence[str], *, batch_size: int = 512,
+    model: Any, prompts: TaskBatch, hooks: str | Sequence[str], *, batch_size: int = 512,
 ) -> dict[str, torch.Tensor]:
-    """Activations of `hooks` on prompts `xs (batch, n_points, n_dims)`, `ys (batch, n_points)`.
+    """Activations of `hooks` on `prompts` (xs `(batch, n_points, n_dims)`, ys `(batch, n_points)`).
 
     Returns hook -> float32 CPU tensor `(batch, 2 * n_points, *feature_shape)` (e.g. `d_model`
     for residual hooks, `(n_heads, d_head)` for `attn.hook_z`). Runs in eval mode without grad,
@@ -82,10 +62,11 @@ def collect_activations(
         raise ValueError("hooks is empty; name at least one hook")
     for h in names:
         _check_site(model, h)
+    xs, ys = as_batch(prompts).xs, prompts.ys
     model.check_inputs(xs, ys)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    dev, dt = _device(model)
+    dev, dt = model_device(model)
     parts: dict[str, list[torch.Tensor]] = {h: [] for h in names}
     with hook_guard(model), torch.no_grad():
         model.eval()
@@ -96,11 +77,10 @@ def collect_activations(
     return {h: torch.cat(p) for h, p in parts.items()}
 
 
-def _tokens(act: torch.Tensor, positions: str | Sequence[int] | None) -> torch.Tensor:
+def _tokens(act: torch.Tensor, positions: PositionSpec) -> torch.Tensor:
     """`(batch, n_tokens, *f)` -> `(batch * n_kept, prod(f))` at `positions`."""
-    idx = token_positions(positions, act.shape[1])
-    if idx is not None:
-        act = act.index_select(1, idx)
+    if positions != "all":
+        act = act.index_select(1, torch.tensor(token_positions(positions, act.shape[1]), dtype=torch.long))
     return act.reshape(act.shape[0] * act.shape[1], -1)
 
 
@@ -113,7 +93,7 @@ def run_activations(
     n_prompts: int = 2048,
     seed: int = 0,
     task: Any = None,
-    positions: str | Sequence[int] | None = "all",
+    positions: PositionSpec = "all",
 ) -> torch.Tensor:
     """Activations `(n_tokens, d_in)` of `hook` for a run (a `Run` or its path).
 
@@ -143,7 +123,7 @@ def run_activations(
         batch = run_prompts(run, n_prompts, seed)
     else:
         batch = task.sample(batch_size=n_prompts, n_points=run.config.task.n_points, generator=torch.Generator().manual_seed(seed))
-    return _tokens(collect_activations(model, batch.xs, batch.ys, hook)[hook], positions)
+    return _tokens(collect_activations(model, batch, hook)[hook], positions)
 
 
 @torch.no_grad()
@@ -185,48 +165,21 @@ def sae_metrics(sae: SparseAutoencoder, acts: torch.Tensor, *, batch_size: int =
     }
 
 
-def _replacement_hook(sae: SparseAutoencoder, idx: torch.Tensor | None, replace: str, mean: torch.Tensor | None):
-    def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        b, n = act.shape[:2]
-        flat = act.reshape(b, n, -1)
-        if flat.shape[-1] != sae.d_in:
-            raise ValueError(f"{hook.name} has {flat.shape[-1]} features per token but the SAE expects d_in={sae.d_in}")
-        if replace == "sae":
-            new = sae(flat.float()).to(act.dtype)
-        else:
-            new = mean[:n].to(act.device, act.dtype).unsqueeze(0).expand(b, -1, -1)
-        if idx is None:
-            return new.reshape(act.shape).clone()
-        out = flat.clone()
-        i = idx.to(act.device)
-        out[:, i] = new[:, i]
-        return out.reshape(act.shape)
-
-    return fn
-
-
 def spliced_predictions(
     model: Any,
     sae: SparseAutoencoder,
     hook: str,
-    xs: torch.Tensor,
-    ys: torch.Tensor,
+    prompts: TaskBatch,
     *,
-    positions: str | Sequence[int] | None = None,
+    positions: PositionSpec = "all",
 ) -> torch.Tensor:
-    """Predictions `(batch, n_points)` of `model` with activation `hook` replaced by the SAE's
-    reconstruction at token `positions` (default every token)."""
+    """Predictions `(batch, n_points)` of `model` on `prompts` with activation `hook` replaced by
+    the SAE's reconstruction at token `positions` (default every token): an `"sae"`
+    `Intervention` at `Site(hook, positions)`."""
     require_model(model, "spliced_predictions")
     _check_sae(sae)
     _check_site(model, hook)
-    model.check_inputs(xs, ys)
-    idx = token_positions(positions, 2 * xs.shape[1])
-    dev, dt = _device(model)
-    sae = sae.to(dev)
-    with hook_guard(model), torch.no_grad():
-        model.eval()
-        with model.hooks(fwd_hooks=[(hook, _replacement_hook(sae, idx, "sae", None))]):
-            return model(xs.to(dev, dt), ys.to(dev, dt))
+    return intervened_predictions(model, as_batch(prompts), Intervention(Site(hook, positions), "sae", sae=sae))
 
 
 def _sq(preds: torch.Tensor, ys: torch.Tensor) -> np.ndarray:
@@ -238,17 +191,17 @@ def splice_effect(
     model: Any,
     sae: SparseAutoencoder,
     hook: str,
-    prompts: Any,
+    prompts: TaskBatch,
     *,
     baseline: Any = "least_squares",
-    positions: str | Sequence[int] | None = None,
+    positions: PositionSpec = "all",
     ci: float = 0.95,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """What the model loses when `hook` is replaced by the SAE reconstruction (scalar targets).
 
-    `prompts`: a `TaskBatch` or `(xs, ys)`. Three versions of the model run on the same prompts:
+    Three versions of the model run on the same prompts:
     `clean`, `spliced` (hook -> SAE reconstruction at `positions`), `ablated` (hook -> its mean
     over the prompts at each token position). Returns `(summary, curves)`:
     summary `{"score": {"clean"|"spliced"|"ablated": {value, ci_low, ci_high, ...}}, "delta_score"
@@ -264,27 +217,24 @@ def splice_effect(
     require_model(model, "splice_effect")
     _check_sae(sae)
     _check_site(model, hook)
-    xs, ys = (prompts.xs, prompts.ys) if hasattr(prompts, "xs") else prompts
+    prompts = as_batch(prompts)
+    xs, ys = prompts.xs, prompts.ys
     model.check_inputs(xs, ys)
     if ys.ndim != 2:
         raise ValueError(f"splice_effect needs scalar targets ys (batch, n_points), got shape {tuple(ys.shape)}")
     if xs.shape[0] < 2:
         raise ValueError(f"splice_effect needs at least 2 prompts, got {xs.shape[0]}")
-    idx = token_positions(positions, 2 * xs.shape[1])
-    dev, dt = _device(model)
+    site = Site(hook, positions)
+    act = collect_activations(model, prompts, hook)[hook]
+    if act.reshape(*act.shape[:2], -1).shape[-1] != sae.d_in:
+        raise ValueError(f"{hook} has {act.reshape(*act.shape[:2], -1).shape[-1]} features per token but the SAE expects d_in={sae.d_in}")
+    dev, dt = model_device(model)
     sae = sae.to(dev)
-    act = collect_activations(model, xs, ys, hook)[hook]
-    mean = act.reshape(*act.shape[:2], -1).mean(0)
-    if mean.shape[-1] != sae.d_in:
-        raise ValueError(f"{hook} has {mean.shape[-1]} features per token but the SAE expects d_in={sae.d_in}")
     with hook_guard(model), torch.no_grad():
         model.eval()
-        x_, y_ = xs.to(dev, dt), ys.to(dev, dt)
-        clean = model(x_, y_)
-        with model.hooks(fwd_hooks=[(hook, _replacement_hook(sae, idx, "sae", None))]):
-            spliced = model(x_, y_)
-        with model.hooks(fwd_hooks=[(hook, _replacement_hook(sae, idx, "mean", mean))]):
-            ablated = model(x_, y_)
+        clean = model(xs.to(dev, dt), ys.to(dev, dt))
+    spliced = intervened_predictions(model, prompts, Intervention(site, "sae", sae=sae))
+    ablated = intervened_predictions(model, prompts, Intervention(site, "mean"))  # mean over these prompts
     if isinstance(baseline, str):
         from ..baselines import get
 
@@ -307,7 +257,7 @@ def splice_effect(
         "delta_score": s_s - s_c,
         "score_recovered": (s_s - s_a) / (s_c - s_a) if s_c != s_a else float("nan"),
         "error": {n: float(e.mean() / m2) for n, e in err.items()},
-        "fvu": sae_metrics(sae.cpu(), _tokens(act, positions if positions is not None else "all"))["fvu"],
+        "fvu": sae_metrics(sae.cpu(), _tokens(act, positions))["fvu"],
         "baseline": base_name,
         "n_prompts": int(xs.shape[0]),
     }

@@ -53,7 +53,7 @@ def train_run_sae(
     train_acts = run_activations(run, hook, source=source, step=step, n_prompts=n_prompts, seed=seed)
     sae, history = train_sae(train_acts, cfg)
     held_out = run_prompts(run, eval_prompts, seed + 1000)
-    acts = collect_activations(model, held_out.xs, held_out.ys, hook)[hook]
+    acts = collect_activations(model, held_out, hook)[hook]
     metrics: dict[str, Any] = {
         "run": str(run.path), "hook": hook, "source": source, "step": step, "n_train_tokens": int(train_acts.shape[0]),
         "config": cfg.model_dump(), **sae_metrics(sae, acts.reshape(-1, sae.d_in)),

@@ -79,7 +79,7 @@ from ..models.model import HookedICLModel
 if TYPE_CHECKING:
     import nnsight
 
-__all__ = ["wrap", "zero_ablate_head"]
+__all__ = ["intervened_predictions", "wrap", "zero_ablate_head"]
 
 
 def _materialize_hook(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -186,24 +186,39 @@ def _as_wrapper(model: Any) -> Any:
     raise TypeError(f"expected a HookedICLModel or the result of wrap(), got {type(model).__name__}")
 
 
-def zero_ablate_head(model: Any, xs: torch.Tensor, ys: torch.Tensor, layer: int, head: int) -> torch.Tensor:
-    """Predictions `(batch, n_points)` with head `head` of block `layer` zero-ablated, via nnsight.
+def intervened_predictions(model: Any, prompts: Any, interventions: Any, *, calibration: Any = None, seed: int = 0) -> torch.Tensor:
+    """Predictions `(batch, n_points)` with `interventions` (`hookedicl.analysis.interventions`:
+    a `Site` plus a kind) applied inside one nnsight trace — the same interventions, with the same
+    numbers, as `hookedicl.analysis.interventions.intervened_predictions` runs through
+    TransformerLens hooks. `model` is a `HookedICLModel` (wrapped afresh, left untouched) or a
+    wrapper from `wrap`; `prompts` a `TaskBatch`."""
+    from ..analysis.common import as_batch
+    from ..analysis.interventions import prepare
 
-    Sets `blocks.{layer}.attn.hook_z[:, :, head]` (the head's output before the output projection) to 0 at every
-    position. `model` is a `HookedICLModel` (wrapped afresh on each call, leaving it untouched)
-    or a wrapper from `wrap` (reuse one for many calls). Gradients flow unless the caller
-    disables them.
-    """
     nn_model = _as_wrapper(model)
-    blocks = nn_model._module.blocks
-    if not 0 <= layer < len(blocks):
-        raise ValueError(f"layer {layer} out of range for a model with {len(blocks)} blocks")
-    attn = getattr(blocks[layer], "attn", None)
-    if attn is None:
-        raise ValueError(f"block {layer} has no attention mixer (its mixer is {blocks[layer].mixer_name!r})")
-    if not 0 <= head < attn.n_heads:
-        raise ValueError(f"head {head} out of range for {attn.n_heads} heads")
-    with nn_model.trace(xs, ys):
-        nn_model.blocks[layer].attn.hook_z.output[:, :, head] = 0
+    base = nn_model._module
+    prompts = as_batch(prompts)
+    items = prepare(base, interventions, prompts, calibration=calibration, seed=seed)
+    order = {name: i for i, name in enumerate(base.hook_dict)}  # nnsight wants forward order
+    with nn_model.trace(prompts.xs, prompts.ys):
+        for item in sorted(items, key=lambda i: order[i.site.hook]):
+            env = nn_model.get(item.site.hook)
+            env.output = item.apply(env.output)
         out = nn_model.output.save()
     return out
+
+
+def zero_ablate_head(model: Any, xs: torch.Tensor, ys: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    """Predictions `(batch, n_points)` with head `head` of block `layer` zero-ablated, via nnsight:
+    `intervened_predictions` with `Intervention(Site.head_of(layer, head), "zero")`, i.e.
+    `blocks.{layer}.attn.hook_z[:, :, head]` (the head's output before the output projection) set
+    to 0 at every position. `model` is a `HookedICLModel` (wrapped afresh on each call, leaving it
+    untouched) or a wrapper from `wrap` (reuse one for many calls). Gradients flow unless the
+    caller disables them.
+    """
+    from ..analysis.interventions import Intervention
+    from ..models.sites import Site
+    from ..tasks import TaskBatch
+
+    nn_model = _as_wrapper(model)
+    return intervened_predictions(nn_model, TaskBatch(xs, ys), Intervention(Site.head_of(layer, head), "zero"))

@@ -280,12 +280,16 @@ class TrainConfig(_Config):
                 )
         if self.capture.hooks and self.capture.n_prompts and self.capture.n_prompts > self.batch_size:
             raise ValueError(f"capture.n_prompts={self.capture.n_prompts} exceeds batch_size={self.batch_size}")
-        n_tokens = 2 * self.task.n_points
         if isinstance(self.capture.positions, list):
+            # captures happen at every curriculum stage: the positions must exist in the shortest prompt
+            first = self.curriculum.points.start if self.curriculum is not None else self.task.n_points
+            n_tokens = 2 * first
             bad = [p for p in self.capture.positions if p >= n_tokens]
             if bad:
+                stage = f"the curriculum's first stage ({first} points)" if self.curriculum is not None else f"{first} points"
                 raise ValueError(
-                    f"capture.positions {bad} lie beyond the prompt: {self.task.n_points} points are {n_tokens} tokens (0..{n_tokens - 1})"
+                    f"capture.positions {bad} lie beyond the prompt: {stage} are {n_tokens} tokens (0..{n_tokens - 1}); "
+                    "use 'x', 'y' or 'all' to capture every token of each stage"
                 )
         if self.task.n_points * self.task.n_dims > MAX_PROMPT_NUMBERS:
             raise ValueError(
@@ -313,9 +317,10 @@ class TrainConfig(_Config):
         except (ValueError, TypeError) as e:
             raise ValueError(f"model: {e}") from e
         if self.capture.hooks:
-            from .recorder import hook_catalogue, resolve_hooks
+            from ..models.hooks import hook_catalogue
+            from .recorder import resolve_hooks
 
-            # hook names only: one meta block per distinct block kind, the global RNG untouched
+            # hook names only: the analytic catalogue builds no model and touches no RNG
             resolve_hooks(hook_catalogue(spec), self.capture.hooks)
         return self
 

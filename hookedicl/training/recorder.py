@@ -23,6 +23,7 @@ import torch
 
 from ..io import atomic_write_json, read_json_file, save_safetensors, sha256_file
 from ..layout import INDEX, resolve_inside
+from ..models.sites import hook_pos_dim, token_positions
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -41,25 +42,6 @@ def resolve_hooks(hook_dict: Mapping[str, Any], patterns: list[str]) -> list[str
         out += [h for h in hits if h not in out]
     order = {n: i for i, n in enumerate(names)}
     return sorted(out, key=order.__getitem__)
-
-
-def _pos_dim(name: str) -> int:
-    """Dimension holding token positions: the query axis for attention patterns."""
-    return 2 if name.endswith(("hook_attn_scores", "hook_pattern")) else 1
-
-
-def position_index(positions: str | list[int], n_tokens: int) -> torch.Tensor | None:
-    """Token indices to keep (None = all). Listed positions at or beyond `n_tokens` are left out:
-    the config allows positions below 2 * task.n_points, so that happens only at the shorter
-    prompts of a curriculum's early stages."""
-    if positions == "all":
-        return None
-    if positions == "x":
-        return torch.arange(0, n_tokens, 2)
-    if positions == "y":
-        return torch.arange(1, n_tokens, 2)
-    idx = torch.tensor([p for p in positions if p < n_tokens], dtype=torch.long)
-    return idx
 
 
 class ActivationRecorder:
@@ -87,12 +69,13 @@ class ActivationRecorder:
     def capture(self, model: Any, batch: Any, step: int) -> Iterator[None]:
         store: dict[str, torch.Tensor] = {}
         n_tokens = 2 * batch.xs.shape[1]
-        idx = position_index(self.positions, n_tokens)
+        idx = None if self.positions == "all" else torch.tensor(
+            token_positions(self.positions, n_tokens, field_name="capture.positions"), dtype=torch.long)
 
         def save(act: torch.Tensor, hook: Any) -> None:
             a = act.detach()[: self.n_prompts]
             if idx is not None:
-                a = a.index_select(_pos_dim(hook.name), idx.to(a.device))
+                a = a.index_select(hook_pos_dim(hook.name), idx.to(a.device))
             store[f"act/{hook.name}"] = a.to(self.dtype).cpu().clone()
 
         with model.hooks(fwd_hooks=[(name, save) for name in self.hooks]):
@@ -214,32 +197,3 @@ class ActivationStore:
         return steps, torch.stack(acts)
 
 
-def hook_catalogue(spec: Any, n_points: int = 1) -> dict[str, tuple[int, ...]]:
-    """Every hook name of the model `spec` builds, in forward order, with the shape it sees on one
-    prompt of `n_points` points; computed on the meta device from one block per distinct block
-    spec, so it costs the same for 2 layers or 1,000 and allocates nothing."""
-    from ..models import HookedICLModel
-
-    per_kind: dict[str, dict[str, tuple[int, ...]]] = {}
-    pre: dict[str, tuple[int, ...]] = {}
-    post: dict[str, tuple[int, ...]] = {}
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        for b in spec.blocks:
-            key = b.model_dump_json()
-            if key in per_kind:
-                continue
-            shapes = HookedICLModel(spec.model_copy(update={"blocks": [b]})).hook_shapes(n_points=n_points, batch_size=1)
-            per_kind[key] = {n[len("blocks.0."):]: s for n, s in shapes.items() if n.startswith("blocks.0.")}
-            seen_block = False
-            for n, s in shapes.items():
-                if n.startswith("blocks.0."):
-                    seen_block = True
-                elif seen_block:
-                    post[n] = s
-                else:
-                    pre[n] = s
-    out = dict(pre)
-    for i, b in enumerate(spec.blocks):
-        out.update({f"blocks.{i}.{n}": s for n, s in per_kind[b.model_dump_json()].items()})
-    out.update(post)
-    return out

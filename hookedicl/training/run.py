@@ -322,9 +322,10 @@ def estimate_run_bytes(cfg: TrainConfig, start: int = 0) -> int:
         n_ckpt = min(n_ckpt, cfg.checkpoint.keep + 1)
     total = n_ckpt * (12 * n_params + 2**16) + (remaining // cfg.log.every + 1) * 512
     if cfg.capture.hooks:
-        from .recorder import hook_catalogue, resolve_hooks
+        from ..models.hooks import hook_catalogue
+        from .recorder import resolve_hooks
 
-        shapes = hook_catalogue(spec, cfg.task.n_points)
+        shapes = {name: shape[1:] for name, shape in hook_catalogue(spec, batch=1, n_points=cfg.task.n_points).items()}
         names = set(resolve_hooks(shapes, cfg.capture.hooks))
         n = cfg.capture.n_prompts or cfg.batch_size
         per_prompt = sum(math.prod(shape) for name, shape in shapes.items() if name in names)

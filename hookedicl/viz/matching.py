@@ -61,7 +61,7 @@ def plot_matching(
         The figure: the metric panels, then an axes (axis off) holding the legend, which lists
         every reference grouped by family.
     """
-    missing = [c for c in ("reference", "family", "k", "metric", "mean", "ci_low", "ci_high") if c not in table.columns]
+    missing = [c for c in ("predictor", "family", "k", "metric", "mean", "ci_low", "ci_high") if c not in table.columns]
     if missing:
         raise ValueError(f"match table is missing column(s) {missing}; has {list(table.columns)}")
     panels = [m for m in metrics if m in set(table["metric"])]
@@ -70,9 +70,9 @@ def plot_matching(
     import matplotlib
     from matplotlib.lines import Line2D
 
-    t = table[table["reference"] != model]
+    t = table[table["predictor"] != model]
     families = list(dict.fromkeys(t["family"]))
-    members = {f: list(dict.fromkeys(t.loc[t["family"] == f, "reference"])) for f in families}
+    members = {f: list(dict.fromkeys(t.loc[t["family"] == f, "predictor"])) for f in families}
     cmap = matplotlib.colormaps["tab10"]
     style: dict[str, tuple[Any, str]] = {}
     for i, f in enumerate(families):
@@ -91,7 +91,7 @@ def plot_matching(
     legend_ax.axis("off")
     for ax, metric in zip(cells, panels):
         d = t[t["metric"] == metric]
-        for ref, g in d.groupby("reference", sort=False):
+        for ref, g in d.groupby("predictor", sort=False):
             color, ls = style[ref]
             g = g.sort_values("k")
             ax.plot(g["k"], g["mean"], ls, marker="o", ms=3, color=color, linewidth=1.6)
