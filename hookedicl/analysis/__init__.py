@@ -41,7 +41,7 @@ def analyze_run(run: Any, what: str, *, out_dir: str | Path | None = None, n_pro
 
     if what not in ANALYSES:
         raise ValueError(f"unknown analysis {what!r}; valid: {', '.join(ANALYSES)}")
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     module = importlib.import_module(f"{__name__}.{what}")
     df, fig = module.analyze_run(run, n_prompts=n_prompts, seed=seed, **kw)
     root, sub = (Path(out_dir).parent, Path(out_dir).name) if out_dir is not None else (run.path, ANALYSIS)

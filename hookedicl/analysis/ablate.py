@@ -34,7 +34,7 @@ from ..evaluation import icl_score_change
 from ..evaluation.bootstrap import bootstrap_means, percentile_interval
 from ..models.sites import PositionSpec, Site
 from ..tasks import TaskBatch
-from .common import as_batch, as_predictor, hook_guard, model_device, require_model, run_prompts
+from .common import as_batch, as_predictor, hook_guard, model_device, require_model
 from .interventions import Intervention, intervened_predictions
 
 __all__ = ["ABLATION_KINDS", "ablation_curve", "ablation_sweep", "analyze_run", "plot_sweep", "sites_of"]
@@ -247,17 +247,14 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     normalised error for vector targets). `kw` overrides `ablation_sweep` arguments."""
     from ..training.run import Run
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     model = run.load_model()
-    batch = run_prompts(run, n_prompts, seed)
-    kw.setdefault("calibration", run_prompts(run, n_prompts, seed + 1))
+    batch = run.prompts(n_prompts, seed)
+    kw.setdefault("calibration", run.prompts(n_prompts, seed + 1))
     kw.setdefault("what", "heads" if any(hasattr(b, "attn") for b in model.blocks) else "slots")
     kw.setdefault("kind", "mean")
     kw.setdefault("metric", "icl_score" if batch.ys.ndim == 2 else "error")
     if "baseline" not in kw:
-        from ..baselines import get
-
-        name = run.config.eval.score_baseline
-        kw["baseline"] = get(name, **run.config.eval.baseline_kwargs.get(name, {}))
+        kw["baseline"] = run.score_baseline()
     df = ablation_sweep(model, batch, seed=seed, **kw)
     return df, plot_sweep(df)

@@ -194,14 +194,3 @@ def resolve_sites(model: Any, hooks: str | list[str] | tuple[str, ...], layers: 
                 check_hooks(model, [spec])
         out += [s for s in found if s not in out]
     return out
-
-
-def run_prompts(run: Any, n_prompts: int, seed: int) -> Any:
-    """`n_prompts` prompts (a `TaskBatch`) from a run's task at its final prompt length and active
-    dimension (the curriculum's end point), seeded."""
-    if not isinstance(n_prompts, int) or isinstance(n_prompts, bool) or n_prompts < 2:
-        raise ValueError(f"n_prompts must be an int >= 2, got {n_prompts!r}")
-    cfg = run.config
-    active = cfg.curriculum.final[0] if cfg.curriculum is not None else None
-    g = torch.Generator().manual_seed(int(seed))
-    return run.task().sample(batch_size=n_prompts, n_points=cfg.task.n_points, generator=g, n_dims_active=active)

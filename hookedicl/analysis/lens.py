@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .common import check_layers, check_prompts, hook_guard, mean_ci, require_model, resid_hook, run_prompts
+from .common import check_layers, check_prompts, hook_guard, mean_ci, require_model, resid_hook
 
 
 def _check_scalar(model: Any) -> None:
@@ -203,8 +203,8 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     from ..training.run import Run
     from ..viz._backend import pyplot
 
-    run = run if isinstance(run, Run) else Run(run)
-    batch = run_prompts(run, n_prompts, seed)
+    run = Run.of(run)
+    batch = run.prompts(n_prompts, seed)
     model, task = run.load_model(), run.task()
     kw.setdefault("calibrate", True)
     kw.setdefault("y_scale", task.y_second_moment())

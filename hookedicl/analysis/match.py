@@ -42,7 +42,7 @@ import torch
 
 from .. import baselines as B
 from ..progress import progress_bar
-from .common import as_predictor, check_prompts, is_model, nan_mean_ci, run_prompts
+from .common import as_predictor, check_prompts, is_model, nan_mean_ci
 
 FAMILIES: tuple[str, ...] = ("least_squares", "ridge", "gd", "sgd", "gd_plus_plus", "newton", "averaging", "knn")
 METRICS: tuple[str, ...] = ("spd", "pred_diff", "ilwd", "sensitivity")
@@ -546,8 +546,8 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     from ..training.run import Run
     from ..viz._backend import pyplot
 
-    run = run if isinstance(run, Run) else Run(run)
-    batch = run_prompts(run, n_prompts, seed)
+    run = Run.of(run)
+    batch = run.prompts(n_prompts, seed)
     model, task = run.load_model(), run.task()
     n = batch.xs.shape[1]
     kw.setdefault("ks", sorted({int(round(v)) for v in np.linspace(0, n - 1, min(n, 8))}))

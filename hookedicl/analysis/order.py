@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .common import check_prompts, is_model, mean_ci, run_prompts
+from .common import check_prompts, is_model, mean_ci
 from .match import _check_ks, _check_pair, palette, predictions, resolve_references
 
 _COLUMNS = ["predictor", "family", "k", "metric", "mean", "ci_low", "ci_high"]
@@ -119,8 +119,8 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     from ..training.run import Run
     from ..viz._backend import pyplot
 
-    run = run if isinstance(run, Run) else Run(run)
-    batch = run_prompts(run, n_prompts, seed)
+    run = Run.of(run)
+    batch = run.prompts(n_prompts, seed)
     model = run.load_model()
     n = batch.xs.shape[1]
     check_prompts(batch.xs, batch.ys)

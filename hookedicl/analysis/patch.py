@@ -416,7 +416,7 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     Returns the table and a layer × token heatmap of the normalised effect."""
     from ..training.run import Run
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     model = run.load_model()
     cfg = run.config
     active = cfg.curriculum.final[0] if cfg.curriculum is not None else None

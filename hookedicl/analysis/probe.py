@@ -52,7 +52,7 @@ from ..progress import progress_bar
 from ..models.sites import token_positions as select_tokens
 from ..tasks import TaskBatch
 from .common import (
-    RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites, run_prompts,
+    RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites,
 )
 
 if TYPE_CHECKING:
@@ -668,7 +668,7 @@ def probe_over_training(
     position, target, probe, control)."""
     from ..training.run import Run
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     store = run.activations
     if not store.steps:
         raise ValueError(f"{run.path} has no captured activations (set capture.hooks in the training config)")
@@ -761,9 +761,9 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     Returns the table and a figure (R² vs k per layer, one panel per target)."""
     from ..training.run import Run
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     model = run.load_model()
-    batch = run_prompts(run, n_prompts, seed)
+    batch = run.prompts(n_prompts, seed)
     targets = kw.pop("targets", None) or _default_targets(batch)
     kw.setdefault("controls", ("untrained",))
     df = probe(model, batch.xs, batch.ys, targets, params=batch.params, seed=seed, **kw)

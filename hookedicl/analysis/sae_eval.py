@@ -104,9 +104,8 @@ def run_activations(
     first parent's config), seeded by `seed`.
     """
     from ..training import Run
-    from .common import run_prompts
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     if source == "capture":
         store = run.activations
         if not store.steps:
@@ -120,7 +119,7 @@ def run_activations(
         raise ValueError(f"source must be 'capture' or 'sample', got {source!r}")
     model = run.load_model(step)
     if task is None:
-        batch = run_prompts(run, n_prompts, seed)
+        batch = run.prompts(n_prompts, seed)
     else:
         batch = task.sample(batch_size=n_prompts, n_points=run.config.task.n_points, generator=torch.Generator().manual_seed(seed))
     return _tokens(collect_activations(model, batch, hook)[hook], positions)

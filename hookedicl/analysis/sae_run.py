@@ -41,18 +41,16 @@ def train_run_sae(
     `eval_prompts` other fresh prompts (seed `seed + 1000`); with `splice`, the ICL score against
     the run's `eval.score_baseline` with the hook replaced by the SAE reconstruction.
     """
-    from ..baselines import get
     from ..io import atomic_write_json, atomic_write_text
     from ..training import Run
-    from .common import run_prompts
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     cfg = config if config is not None else SAEConfig(seed=seed)
     model = run.load_model(step if source == "sample" else None)
     _check_site(model, hook)
     train_acts = run_activations(run, hook, source=source, step=step, n_prompts=n_prompts, seed=seed)
     sae, history = train_sae(train_acts, cfg)
-    held_out = run_prompts(run, eval_prompts, seed + 1000)
+    held_out = run.prompts(eval_prompts, seed + 1000)
     acts = collect_activations(model, held_out, hook)[hook]
     metrics: dict[str, Any] = {
         "run": str(run.path), "hook": hook, "source": source, "step": step, "n_train_tokens": int(train_acts.shape[0]),
@@ -60,10 +58,8 @@ def train_run_sae(
     }
     curves = None
     if splice and held_out.ys.ndim == 2:
-        name = run.config.eval.score_baseline
-        baseline = get(name, **run.config.eval.baseline_kwargs.get(name, {}))
-        summary, curves = splice_effect(model, sae, hook, held_out, baseline=baseline, seed=seed)
-        metrics["splice"] = {**summary, "baseline": name}
+        summary, curves = splice_effect(model, sae, hook, held_out, baseline=run.score_baseline(), seed=seed)
+        metrics["splice"] = {**summary, "baseline": run.config.eval.score_baseline}
     target = Path(out) if out is not None else run.path / "sae" / hook
     save_sae(sae, target / "sae.safetensors", metadata={"run": str(run.path), "hook": hook, "config": cfg.model_dump()})
     atomic_write_text(target / "history.csv", history.to_csv(index=False))

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from ..models.scan import effective_attention  # noqa: F401  (re-exported: the raw-tensor form)
-from .common import check_block, check_prompts, hook_guard, nan_mean_ci, require_model, run_prompts
+from .common import check_block, check_prompts, hook_guard, nan_mean_ci, require_model
 
 _TARGETS = ("x", "y", "self")
 
@@ -292,8 +292,8 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     from ..training.run import Run
     from ..viz._backend import pyplot
 
-    run = run if isinstance(run, Run) else Run(run)
-    batch = run_prompts(run, n_prompts, seed)
+    run = Run.of(run)
+    batch = run.prompts(n_prompts, seed)
     model = run.load_model()
     slots = mamba_slots(model)
     if slots and "channels" not in kw:

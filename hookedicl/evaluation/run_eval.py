@@ -28,7 +28,7 @@ def evaluate_run(
     from .. import baselines as B
     from ..training import Run
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     cfg = run.config
     ev = cfg.eval
     task = run.task()

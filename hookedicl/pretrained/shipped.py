@@ -251,7 +251,7 @@ def package_run(
     from ..training import Run
     from ..training.checkpoints import load_weights
 
-    run = run if isinstance(run, Run) else Run(run)
+    run = Run.of(run)
     cfg = run.config
     name = name or cfg.name
     if not name or "/" in name or name.startswith(".") or name == "configs":
@@ -268,6 +268,13 @@ def package_run(
         raise ValueError(f"{run.path} has not finished training: newest checkpoint is step {step} of {cfg.steps}")
     if eval_summary.get("step") not in (None, step):
         raise ValueError(f"eval_summary is of step {eval_summary.get('step')}, the newest checkpoint is step {step}")
+    # through the model, so the shipped tensors carry today's parameter names (a checkpoint written
+    # before a rename loads through the model's state-dict hooks)
+    from ..models import HookedICLModel, ModelSpec
+
+    model = HookedICLModel(ModelSpec.from_dict(spec) if isinstance(spec, dict) else spec)
+    model.load_state_dict(state)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     folder = _root(root) / name
     sha = save_safetensors(folder / WEIGHTS, state, metadata={"spec": json.dumps(spec), "name": name, "step": str(step)})
     metrics = run.path / "metrics.jsonl"

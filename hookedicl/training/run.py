@@ -111,6 +111,30 @@ class Run:
             raise ValueError(f"{p} must hold a JSON object, got {type(summary).__name__}")
         return summary
 
+    # ---------------------------------------------------------- glue the analyses share
+    @classmethod
+    def of(cls, run: "Run | str | Path") -> "Run":
+        """`run` itself if it is a `Run`, else `Run(run)` (a run directory's path)."""
+        return run if isinstance(run, cls) else cls(run)
+
+    def prompts(self, n_prompts: int, seed: int = 0) -> Any:
+        """`n_prompts` prompts (a `TaskBatch`) from the run's task at its final prompt length and
+        active dimension (the curriculum's end point), seeded."""
+        if not isinstance(n_prompts, int) or isinstance(n_prompts, bool) or n_prompts < 2:
+            raise ValueError(f"n_prompts must be an int >= 2, got {n_prompts!r}")
+        cfg = self.config
+        active = cfg.curriculum.final[0] if cfg.curriculum is not None else None
+        g = torch.Generator().manual_seed(int(seed))
+        return self.task().sample(batch_size=n_prompts, n_points=cfg.task.n_points, generator=g, n_dims_active=active)
+
+    def score_baseline(self) -> Any:
+        """The predictor the run's ICL score is measured against (`eval.score_baseline`, with its
+        `eval.baseline_kwargs`)."""
+        from ..baselines import get
+
+        name = self.config.eval.score_baseline
+        return get(name, **self.config.eval.baseline_kwargs.get(name, {}))
+
 
 def check_spec(spec: dict[str, Any], cfg: TrainConfig, what: str) -> None:
     """Raise `SpecMismatchError` naming the differing fields when checkpoint spec dict `spec`
