@@ -1,8 +1,10 @@
 """Fuzz the way in: YAML config text -> strict loader -> validation -> pre-flight (device,
-memory), each case in a forked child under a 1 GiB address-space cap and a 10 s limit.
+memory), each case in a forked child under a 1 GiB address-space cap and a 10 s CPU-time cap.
 
 Every case must end in a named ValueError or a config that passes pre-flight; none may raise
-anything else (a traceback), die, pass 1 GiB of new memory or take 10 s. Also fuzzes the
+anything else (a traceback), die, pass 1 GiB of new memory or use 10 s of CPU. The limit is on
+CPU time, not wall time, so a busy machine cannot fail the test (a 120 s wall guard catches a
+case that blocks without computing). Also fuzzes the
 model and baseline APIs: no raw exception, no silent non-finite output.
 
 `HYPOTHESIS_PROFILE=explore pytest tests/test_preflight_fuzz.py -s` prints the counts.
@@ -29,7 +31,8 @@ import hookedicl as hi
 from hookedicl import baselines as B
 
 CAP = 1 << 30  # bytes of new address space a case may take
-LIMIT_S = 10.0
+LIMIT_S = 10.0  # CPU seconds a case may use
+WALL_GUARD_S = 120.0
 
 BASE = {
     "name": "fuzz", "steps": 2, "batch_size": 4, "threads": 1,
@@ -117,16 +120,18 @@ def run_forked(text: str) -> dict:
         status = ("died", "")
         try:
             resource.setrlimit(resource.RLIMIT_AS, (vm + CAP, vm + CAP))
+            resource.setrlimit(resource.RLIMIT_CPU, (int(LIMIT_S) + 1, int(LIMIT_S) + 1))  # SIGXCPU past it
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             status = _child(text)
-            grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
-            payload = pickle.dumps((*status, grew))
+            use = resource.getrusage(resource.RUSAGE_SELF)
+            grew = (use.ru_maxrss - rss0) * 1024
+            payload = pickle.dumps((*status, grew, use.ru_utime + use.ru_stime))
         except BaseException as e:  # noqa: BLE001
-            payload = pickle.dumps(("traceback", f"{type(e).__name__}: {e}", 0))
+            payload = pickle.dumps(("traceback", f"{type(e).__name__}: {e}", 0, 0.0))
         os.write(w, payload)
         os._exit(0)
     os.close(w)
-    ready, _, _ = select.select([r], [], [], LIMIT_S)
+    ready, _, _ = select.select([r], [], [], WALL_GUARD_S)
     data = b""
     if ready:
         while chunk := os.read(r, 1 << 16):
@@ -134,12 +139,14 @@ def run_forked(text: str) -> dict:
     else:
         os.kill(pid, signal.SIGKILL)
     os.close(r)
-    os.waitpid(pid, 0)
+    _, code = os.waitpid(pid, 0)
     wall = time.perf_counter() - t0
     if not data:
-        return {"status": "timeout" if not ready else "died", "message": "", "grew": 0, "wall": wall}
-    status, message, grew = pickle.loads(data)
-    return {"status": status, "message": message, "grew": grew, "wall": wall}
+        killed = os.WIFSIGNALED(code) and os.WTERMSIG(code) == signal.SIGXCPU
+        status = "cpu_limit" if killed else ("timeout" if not ready else "died")
+        return {"status": status, "message": "", "grew": 0, "cpu": LIMIT_S if killed else 0.0, "wall": wall}
+    status, message, grew, cpu = pickle.loads(data)
+    return {"status": status, "message": message, "grew": grew, "cpu": cpu, "wall": wall}
 
 
 COUNTS: dict[str, int] = {}
@@ -155,7 +162,7 @@ def test_config_preflight_fuzz(case):
     COUNTS["cases"] = COUNTS.get("cases", 0) + 1
     COUNTS["max_grew_mib"] = max(COUNTS.get("max_grew_mib", 0), rec["grew"] >> 20)
     assert rec["status"] in ("named", "ok"), f"{rec} for\n{text}"
-    assert rec["grew"] < CAP and rec["wall"] < LIMIT_S, f"{rec} for\n{text}"
+    assert rec["grew"] < CAP and rec["cpu"] < LIMIT_S, f"{rec} for\n{text}"
     if rec["status"] == "named":
         assert "\n" not in rec["message"] or "invalid YAML" in rec["message"], rec["message"]
 

@@ -193,3 +193,15 @@ def test_checkpoints_with_the_old_projection_names_load():
     torch.testing.assert_close(fresh(xs, ys), m(xs, ys))
     assert hi.build_model  # the public constructor is unchanged
     assert N_DIMS == m.spec.n_dims
+
+
+def test_non_finite_predictions_from_finite_inputs_are_a_named_error():
+    m = tiny("gpt2")
+    xs, ys = prompts()
+    with torch.no_grad():
+        m.read_out.weight.fill_(float("inf"))
+    m.eval()
+    with pytest.raises(ValueError, match="non-finite predictions"):
+        m(xs, ys)
+    m.train()
+    assert not torch.isfinite(m(xs, ys)).all()  # training leaves it to optim.on_nonfinite

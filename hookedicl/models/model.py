@@ -224,6 +224,13 @@ class HookedICLModel(HookedRootModule):
         out = self.hook_readout(self.read_out(self.ln_final(resid)))
         preds = out[:, 0::2]
         preds = preds.squeeze(-1) if self.spec.y_dim == 1 else preds
+        if not self.training and not bool(torch.isfinite(preds).all()):
+            # the inputs were checked finite: the model itself overflowed (training has its own
+            # non-finite policy, optim.on_nonfinite, so this check is for evaluation and analyses)
+            raise ValueError(
+                f"{self.spec.name}: finite inputs gave {int((~torch.isfinite(preds)).sum())} non-finite predictions "
+                f"of {preds.numel()} (the weights or activations overflow float32; check the checkpoint)"
+            )
         if return_type == "preds":
             return preds
         loss = (preds - ys.to(preds.dtype)).pow(2).mean()
