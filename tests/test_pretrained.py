@@ -34,13 +34,14 @@ from hookedicl.training import Run, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "hookedicl" / "pretrained"
-SHIPPED = ("gpt2-linreg-d5", "llama-linreg-d5", "mamba-linreg-d5", "hybrid-linreg-d5")
-ARCHS = {"gpt2-linreg-d5": "gpt2", "llama-linreg-d5": "llama", "mamba-linreg-d5": "mamba", "hybrid-linreg-d5": "standard_hybrid"}
+SHIPPED = ("gpt2-linreg-d5", "llama-linreg-d5", "mamba-linreg-d5", "hybrid-linreg-d5", "mambaformer-linreg-d5")
+ARCHS = {"gpt2-linreg-d5": "gpt2", "llama-linreg-d5": "llama", "mamba-linreg-d5": "mamba", "hybrid-linreg-d5": "standard_hybrid",
+         "mambaformer-linreg-d5": "mambaformer"}
 runner = CliRunner()
 
 
 # ------------------------------------------------------------------------------ shipped ones
-def test_the_four_checkpoints_are_shipped_with_their_configs():
+def test_the_five_checkpoints_are_shipped_with_their_configs():
     assert set(SHIPPED) <= set(list_pretrained())
     assert {p.stem for p in (PKG / "configs").glob("*.yaml")} == set(list_pretrained())
 
@@ -50,7 +51,7 @@ def test_shipped_card_describes_its_weights(name):
     card = pretrained_card(name)
     folder = PKG / name
     assert card.name == name and card.arch == ARCHS[name]
-    assert 50_000 < (folder / WEIGHTS).stat().st_size < 1_000_000  # a few hundred KB of fp32
+    assert 50_000 < (folder / WEIGHTS).stat().st_size < 2_000_000  # at most ~300k fp32 parameters
     cfg = card.train_config
     assert cfg.task.name == "linear_regression" and cfg.task.n_dims == 5 and cfg.task.n_points == 11
     assert cfg.task.kwargs.get("noise_std", 0.0) == 0.0
@@ -64,6 +65,10 @@ def test_shipped_card_describes_its_weights(name):
     assert len([json.loads(line) for line in (folder / METRICS).read_text().splitlines()]) > 0
     model = load_pretrained(name)
     assert model.n_params == card.n_params and not model.training
+    from safetensors import safe_open
+
+    with safe_open(str(folder / WEIGHTS), "pt") as f:  # shipped under today's parameter names
+        assert set(f.keys()) == set(model.state_dict())
     assert model.spec.n_dims == 5
 
 
