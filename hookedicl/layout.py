@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .io import _fsync_dir, read_json_file
+
 # ------------------------------------------------------------------ a run directory
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -141,15 +143,6 @@ def output_set(root: str | os.PathLike[str], sub: str) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def remove_stale_temporaries(root: str | os.PathLike[str]) -> None:
     """Delete temporary files and staging directories (`.*.tmp`) a killed writer left behind.
 
@@ -192,3 +185,29 @@ def read_status(out: str | os.PathLike[str], point_id: str) -> dict[str, Any] | 
     if not isinstance(rec, dict):
         raise ValueError(f"{p} must hold a JSON object, got {type(rec).__name__}")
     return rec
+
+
+def read_step_index(directory: str | os.PathLike[str], what: str, fields: tuple[str, ...]) -> tuple[Path, list[dict[str, Any]]]:
+    """`(path, entries)` of `directory/index.json` (no entries when there is none): a JSON list of
+    objects, each with `fields` and a non-negative integer `step` listed once. ValueError names the
+    file and the entry (`what` names the index in messages); the callers check their own fields."""
+    p = resolve_inside(directory, INDEX, what)
+    if not p.exists():
+        return p, []
+    index = read_json_file(p)
+    if not isinstance(index, list):
+        raise ValueError(f"{p} must hold a JSON list of {what} entries, got {type(index).__name__}")
+    seen: set[int] = set()
+    for i, e in enumerate(index):
+        where = f"{p} entry {i}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where} must be a JSON object, got {type(e).__name__}")
+        missing = [k for k in ("step", *fields) if k not in e]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}")
+        if not isinstance(e["step"], int) or isinstance(e["step"], bool) or e["step"] < 0:
+            raise ValueError(f"{where}: step must be a non-negative integer, got {e['step']!r}")
+        if e["step"] in seen:
+            raise ValueError(f"{where}: step {e['step']} appears twice")
+        seen.add(e["step"])
+    return p, index

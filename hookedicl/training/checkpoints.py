@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_bytes, atomic_write_json, read_json_file, save_safetensors, sha256_file
-from ..layout import INDEX, resolve_inside
+from ..io import atomic_write_bytes, atomic_write_json, save_safetensors, sha256_file
+from ..layout import INDEX, read_step_index, resolve_inside
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -30,25 +30,9 @@ def read_index(directory: str | Path) -> list[dict[str, Any]]:
     ValueError names the file and the entry for malformed JSON, a missing or mistyped field, a
     file name leading outside the directory (`UnsafePathError`) or a repeated step."""
     d = Path(directory)
-    p = resolve_inside(d, INDEX, "checkpoint index")
-    if not p.exists():
-        return []
-    index = read_json_file(p)
-    if not isinstance(index, list):
-        raise ValueError(f"{p} must hold a JSON list of checkpoint entries, got {type(index).__name__}")
-    seen: set[int] = set()
+    p, index = read_step_index(d, "checkpoint index", ("model", "state", "sha256_model", "sha256_state"))
     for i, e in enumerate(index):
         where = f"{p} entry {i}"
-        if not isinstance(e, dict):
-            raise ValueError(f"{where} must be a JSON object, got {type(e).__name__}")
-        missing = [k for k in ("step", "model", "state", "sha256_model", "sha256_state") if k not in e]
-        if missing:
-            raise ValueError(f"{where} lacks {missing}")
-        if not isinstance(e["step"], int) or isinstance(e["step"], bool) or e["step"] < 0:
-            raise ValueError(f"{where}: step must be a non-negative integer, got {e['step']!r}")
-        if e["step"] in seen:
-            raise ValueError(f"{where}: step {e['step']} appears twice")
-        seen.add(e["step"])
         for key in ("model", "state"):
             resolve_inside(d, e[key], f"{where} ({key})")
             if not isinstance(e[f"sha256_{key}"], str) or not _SHA256.match(e[f"sha256_{key}"]):

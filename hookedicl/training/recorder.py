@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_json, read_json_file, save_safetensors, sha256_file
-from ..layout import INDEX, resolve_inside
+from ..io import atomic_write_json, save_safetensors, sha256_file
+from ..layout import INDEX, read_step_index, resolve_inside
 from ..models.sites import hook_pos_dim, token_positions
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -125,23 +125,9 @@ def read_index(directory: str | Path) -> list[dict[str, Any]]:
     ValueError names the file and entry for malformed JSON, a missing or mistyped field, a
     repeated step or a file name leading outside the directory (`UnsafePathError`)."""
     d = Path(directory)
-    p = resolve_inside(d, INDEX, "activation index")
-    if not p.exists():
-        return []
-    index = read_json_file(p)
-    if not isinstance(index, list):
-        raise ValueError(f"{p} must hold a JSON list of shard entries, got {type(index).__name__}")
-    seen: set[int] = set()
+    p, index = read_step_index(d, "activation index", ("file", "sha256", "hooks", "positions"))
     for i, e in enumerate(index):
         where = f"{p} entry {i}"
-        if not isinstance(e, dict):
-            raise ValueError(f"{where} must be a JSON object, got {type(e).__name__}")
-        missing = [k for k in ("step", "file", "sha256", "hooks", "positions") if k not in e]
-        if missing:
-            raise ValueError(f"{where} lacks {missing}")
-        if not isinstance(e["step"], int) or isinstance(e["step"], bool) or e["step"] < 0 or e["step"] in seen:
-            raise ValueError(f"{where}: step must be a non-negative integer listed once, got {e['step']!r}")
-        seen.add(e["step"])
         resolve_inside(d, e["file"], f"{where} (file)")
         if not isinstance(e["sha256"], str) or not isinstance(e["hooks"], list):
             raise ValueError(f"{where}: sha256 must be a string and hooks a list")
