@@ -541,10 +541,10 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     """Match a run's model against every reference family on `n_prompts` fresh prompts of its
     task, at 8 evenly spaced k, with ILWD on the first 32 prompts and 2 * n_dims + 4 queries per
     prompt and k (each overridable through `kw`; step sizes by line search on the task error).
-    Returns the match table and a figure: SPD/d, ILWD/d and the sensitivity cosine vs k, one
-    line per reference."""
+    Returns the match table and its figure (`viz.plot_matching`: SPD/d, ILWD/d and the
+    sensitivity cosine vs k, one colour per reference family, the legend grouped by family)."""
     from ..training.run import Run
-    from ..viz._backend import pyplot
+    from ..viz import plot_matching
 
     run = Run.of(run)
     batch = run.prompts(n_prompts, seed)
@@ -555,25 +555,7 @@ def analyze_run(run: Any, *, n_prompts: int = 256, seed: int = 0, **kw: Any) -> 
     kw.setdefault("ilwd_prompts", min(32, batch.xs.shape[0]))
     kw.setdefault("n_queries", 2 * batch.xs.shape[-1] + 4)
     table = match(model, batch.xs, batch.ys, kw.pop("references", None), task, **kw)
-    plt = pyplot()
-    panels = [m for m in ("spd/d", "ilwd/d", "sensitivity_cos") if m in set(table["metric"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
-    refs = [r for r in table["predictor"].unique() if r != kw.get("name", "model")]
-    colors = dict(zip(refs, palette(len(refs))))
-    for ax, metric in zip(axes[0], panels):
-        d = table[table["metric"] == metric]
-        for ref, g in d.groupby("predictor", sort=False):
-            ax.plot(g["k"], g["mean"], marker="o", ms=3, label=ref, color=colors[ref])
-            ax.fill_between(g["k"], g["ci_low"], g["ci_high"], alpha=0.12, color=colors[ref])
-        if metric != "sensitivity_cos" and (d["mean"] > 0).any():
-            ax.set_yscale("log")
-        ax.set_xlabel("in-context examples k")
-        ax.set_ylabel(metric)
-        ax.set_title({"spd/d": "SPD / d", "ilwd/d": "ILWD / d", "sensitivity_cos": "sensitivity cosine"}[metric])
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.suptitle(f"Predictor matching: {model.spec.name}")
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="x-small", frameon=False)
+    fig = plot_matching(table, model=kw.get("name", "model"), title=f"Predictor matching: {model.spec.name}")
     return table, fig
 
 

@@ -52,7 +52,7 @@ def plot_matching(
 
     Args:
         table: the match table (``hookedicl.analysis.match.match``; ``RUN/analysis/match.csv``):
-            columns ``reference, family, k, metric, mean, ci_low, ci_high``.
+            columns ``predictor, family, k, metric, mean, ci_low, ci_high``.
         metrics: the metrics to draw, in panel order (those absent from ``table`` are skipped).
         model: the reference label of the model itself (its rows, e.g. ``r2``, are not drawn).
         title: figure title.
