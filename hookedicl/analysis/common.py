@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.sites import hook_head_dim, hook_layer, hook_pos_dim, resid_hook  # noqa: F401  (one home: models.sites)
+from ..models.sites import hook_layer, resid_hook
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .common import check_layers, check_prompts, hook_guard, mean_ci, require_model, resid_hook
+from ..models.sites import resid_hook
+from .common import check_layers, check_prompts, hook_guard, mean_ci, require_model
 
 
 def _check_scalar(model: Any) -> None:

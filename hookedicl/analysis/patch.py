@@ -45,8 +45,8 @@ import torch
 
 from ..evaluation.bootstrap import bootstrap_means
 from ..tasks import Task, TaskBatch
-from ..models.sites import PositionSpec, Site, token_positions
-from .common import RESID, as_batch, hook_guard, hook_head_dim, model_device, require_model, resolve_sites
+from ..models.sites import PositionSpec, Site, hook_head_dim, token_positions
+from .common import RESID, as_batch, hook_guard, model_device, require_model, resolve_sites
 from .interventions import Intervention
 
 __all__ = [

@@ -49,11 +49,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..baselines import GradientDescent, LeastSquares, LinearPredictor, Ridge
 from ..evaluation.bootstrap import bootstrap_means
 from ..progress import progress_bar
+from ..models.sites import hook_layer, hook_pos_dim
 from ..models.sites import token_positions as select_tokens
 from ..tasks import TaskBatch
-from .common import (
-    RESID, check_prompts, hook_guard, hook_layer, hook_pos_dim, require_model, resolve_sites,
-)
+from .common import RESID, check_prompts, hook_guard, require_model, resolve_sites
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..models.sites import PositionSpec, Site, token_positions
+from ..models.sites import PositionSpec, Site, hook_pos_dim, token_positions
 from ..tasks import TaskBatch
-from .common import as_batch, as_predictor, check_hooks, hook_guard, hook_pos_dim, model_device, require_model
+from .common import as_batch, as_predictor, check_hooks, hook_guard, model_device, require_model
 from .interventions import Intervention, intervened_predictions
 from .sae import SparseAutoencoder, as_token_matrix
 
